@@ -18,6 +18,12 @@ from ..errors import LNQError
 #: sub-command name -> module in this package (kept in the order ``lnq --help`` lists them)
 COMMANDS = {
     "demo": "demo",
+    "segment": "segment",
+    "models": "models",
+    "measure": "measure",
+    "evaluate": "evaluate",
+    "train": "train",
+    "export": "export",
 }
 
 

@@ -1,0 +1,17 @@
+"""Qt-free half of the LymphNodeQuant Slicer module.
+
+Everything here runs on a bare ``vtkMRMLScene`` (the ``slicer-core`` wheel in CI, or inside
+Slicer) and never imports ``qt``, ``ctk`` or ``slicer.app``:
+
+* :mod:`.volumes`: volume node <-> :class:`~LymphNodeQuantLib.geometry.Volume` (RAS <-> LPS).
+* :mod:`.segmentations`: label volume <-> ``vtkMRMLSegmentationNode`` (terminology, colours,
+  model metadata; label values keep their identity through a name-matched colour table).
+* :mod:`.tables`, :mod:`.plots`: measurement / evaluation table nodes and a plot chart node.
+* :mod:`.transaction`: leaves the scene exactly as before when a job fails or is cancelled.
+* :mod:`.runner`: runs ``lnq segment --progress json`` in its own process group, parses its
+  progress lines without blocking and kills the whole process tree on cancel.
+* :mod:`.core`: the blocking ``segment`` / ``measure`` / ``compare`` used by the module's Logic.
+* :mod:`.dependencies`: which engine packages are missing inside Slicer and how to install them.
+
+The numerics live in ``LymphNodeQuantLib``; this package only converts and calls it.
+"""

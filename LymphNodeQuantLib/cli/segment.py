@@ -1,0 +1,175 @@
+"""``lnq segment``: find and outline the mediastinal lymph nodes of a CT with a packaged or given model."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "segment",
+        help="segment the lymph nodes of a CT (file or DICOM folder) -> .seg.nrrd (+ per-node table)",
+        description="Segment mediastinal lymph nodes: crop to the mediastinum, resample to the model's spacing, "
+        "sliding-window inference (Gaussian blending), resample back, threshold, drop small components. Writes a "
+        "Slicer segmentation (.seg.nrrd, one segment per node) or a plain label map (.nrrd/.nii.gz), and with "
+        "--table a per-node table (.csv or .json). Nothing is overwritten without --overwrite; all outputs are "
+        "checked before inference starts.",
+    )
+    parser.add_argument("ct", help="CT volume (.nrrd, .nii.gz, .mha, ...) or a folder with one DICOM series")
+    parser.add_argument("--out", help="output segmentation (default: ./<CT name>.seg.nrrd in the current folder)")
+    parser.add_argument("--table", help="also write the per-node measurements to this .csv or .json")
+    parser.add_argument("--model", default="default", help="installed model name (see 'lnq models'), a model folder, or an nnU-Net v2 model folder (default: default)")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="auto (default): CUDA when available, else CPU")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    parser.add_argument("--no-crop", action="store_true", help="run on the whole volume instead of the automatic mediastinum box")
+    parser.add_argument("--tta", action="store_true", help="mirroring test-time augmentation (8 passes; slower, slightly smoother)")
+    parser.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap in [0, 1) (default 0.5)")
+    parser.add_argument("--binary", action="store_true", help="write one 'Lymph nodes' label instead of one label per node")
+    parser.add_argument("--min-volume-mm3", type=float, default=None, help="drop nodes smaller than this (default: the model's value)")
+    parser.add_argument("--threshold", type=float, default=None, help="probability threshold (default: the model's value, usually 0.5)")
+    parser.add_argument("--batch-size", type=int, default=2, help="windows per network call (default 2; halved automatically on GPU out-of-memory)")
+    parser.add_argument(
+        "--progress",
+        choices=("bar", "json", "none"),
+        default="bar",
+        help="bar (default): a progress bar on stderr; json: one JSON object per line on stdout (for programs); none",
+    )
+    parser.set_defaults(func=run)
+    return parser
+
+
+def volume_stem(path: Path) -> str:
+    """File name without its volume suffix (``case.nii.gz`` -> ``case``; a DICOM folder -> its name)."""
+    name = path.resolve().name if path.is_dir() or path.name in ("", ".") else path.name
+    for suffix in (".seg.nrrd", ".nii.gz", ".nrrd", ".nhdr", ".nii", ".mha", ".mhd"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def format_node_table(measurements) -> str:
+    """A short human-readable table of node measurements (the CSV/JSON hold every column)."""
+    lines = [f"{'node':>4}  {'short mm':>8}  {'long mm':>8}  {'volume mL':>9}  {'centroid RAS mm':>24}  enlarged"]
+    for m in measurements:
+        r, a, s = m.centroid_ras_mm
+        lines.append(
+            f"{m.node_id:>4}  {m.short_axis_mm:8.1f}  {m.long_axis_mm:8.1f}  {m.volume_ml:9.3f}  "
+            f"{f'({r:.1f}, {a:.1f}, {s:.1f})':>24}  {'yes' if m.enlarged else 'no'}"
+        )
+    return "\n".join(lines)
+
+
+class ProgressPrinter:
+    """Progress callback for the chosen ``--progress`` mode."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.bar = None
+        if mode == "bar":
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=100, file=sys.stderr, unit="%", bar_format="{desc:<18}{percentage:3.0f}%|{bar}| {elapsed}")
+
+    def __call__(self, fraction: float, stage: str) -> None:
+        if self.mode == "json":
+            emit({"event": "progress", "fraction": round(float(fraction), 4), "stage": stage})
+        elif self.bar is not None:
+            self.bar.set_description_str(stage)
+            self.bar.n = round(100 * fraction)
+            self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def emit(event: dict) -> None:
+    """One JSON object per line on stdout, flushed (a parent process reads it live)."""
+    sys.stdout.write(json.dumps(event) + "\n")
+    sys.stdout.flush()
+
+
+def run(args: argparse.Namespace) -> int:
+    json_mode = args.progress == "json"
+    try:
+        return _run(args, json_mode)
+    except Exception as error:  # report every failure as an event in json mode, then let main() handle it
+        if json_mode:
+            emit({"event": "error", "message": str(error), "type": type(error).__name__})
+        raise
+
+
+def _run(args: argparse.Namespace, json_mode: bool) -> int:
+    from ..errors import InputError
+    from ..io import check_output_path, read_volume
+
+    say = (lambda text: print(text, file=sys.stderr)) if json_mode else print
+    ct_path = Path(args.ct)
+    out = Path(args.out) if args.out else Path.cwd() / f"{volume_stem(ct_path)}.seg.nrrd"
+    table = Path(args.table) if args.table else None
+    if table is not None and table.suffix.lower() not in (".csv", ".json"):
+        raise InputError(f"--table '{table}' must end in .csv or .json.")
+    outputs = [p for p in (out, table) if p is not None]
+    for path in outputs:
+        if ct_path.exists() and path.resolve() == ct_path.resolve():
+            raise InputError(f"The output '{path}' is the input CT; choose another --out/--table.")
+    if table is not None and table.resolve() == out.resolve():
+        raise InputError("--out and --table name the same file.")
+    for path in outputs:  # before any work: never compute for nothing, never clobber
+        check_output_path(path, args.overwrite)
+
+    ct = read_volume(ct_path)
+    from ..inference import segment_volume
+    from ..progress import StageProgress
+
+    printer = ProgressPrinter(args.progress)
+    try:
+        result = segment_volume(
+            ct,
+            args.model,
+            args.device,
+            crop_to_mediastinum=not args.no_crop,
+            overlap=args.overlap,
+            tta=args.tta,
+            min_node_volume_mm3=args.min_volume_mm3,
+            threshold=args.threshold,
+            output="binary" if args.binary else "instances",
+            batch_size=args.batch_size,
+            progress=StageProgress(printer, 0.0, 0.95),
+        )
+        printer(0.95, "writing")
+        from ..segmentation_io import write_segmentation
+
+        written = {"segmentation": str(write_segmentation(out, result.labels, result.model_card, overwrite=args.overwrite, binary=args.binary))}
+        from ..measure import measure_nodes, write_node_table
+
+        measurements = measure_nodes(result.labels, ct, nodes_from="components" if args.binary else "labels")
+        if table is not None:
+            metadata = {"ct": str(ct_path), "segmentation": str(out), "model": result.model_card.title}
+            written["table"] = str(write_node_table(table, measurements, overwrite=args.overwrite, metadata=metadata))
+        printer(1.0, "done")
+    finally:
+        printer.close()
+
+    for message in result.messages:
+        say(message)
+    say(f"Model {result.model_card.title} on {result.device}; {result.node_count} node(s) -> {written['segmentation']}")
+    if table is not None:
+        say(f"Node table -> {written['table']}")
+    if measurements and not json_mode:
+        print(format_node_table(measurements))
+    if json_mode:
+        emit(
+            {
+                "event": "done",
+                "outputs": written,
+                "node_count": result.node_count,
+                "device": result.device,
+                "model": result.model_card.title,
+                "messages": result.messages,
+            }
+        )
+    return 0

@@ -1,0 +1,1 @@
+"""Networks and model folders: building a network from JSON, saving and loading packaged weights."""

@@ -1,0 +1,191 @@
+"""CT preprocessing shared by inference and training (so both see identical inputs).
+
+* :func:`check_ct` refuses inputs that are not a 3-D CT in Hounsfield units.
+* :func:`find_mediastinum_box` finds the lungs by intensity and returns the box spanning both
+  lungs and the mediastinum between them, padded by a margin.
+* :func:`resample_volume` / :func:`resample_to_geometry` change the voxel grid (SimpleITK).
+* :func:`normalize_ct` clips to an HU window then z-scores (as the LNQ2023 teams did).
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+
+from .errors import InputError
+from .geometry import ImageGeometry, Volume
+
+#: HU below which a voxel counts as air/lung when looking for the lungs
+AIR_THRESHOLD_HU = -400.0
+#: fewer lung voxels than this (in ml) means "no lungs in this image"
+MIN_LUNG_VOLUME_ML = 100.0
+#: working resolution of the lung search (mm); coarse is enough to find a bounding box
+_LUNG_SEARCH_SPACING_MM = 4.0
+
+
+def check_ct(volume: Volume) -> None:
+    """Raise :class:`InputError` unless ``volume`` looks like a 3-D CT in Hounsfield units."""
+    array = volume.array
+    if array.ndim != 3 or min(array.shape) < 2:
+        raise InputError(f"The image has shape {array.shape}: a 2-D image or a single slice; a 3-D CT volume is required.")
+    if not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
+        raise InputError(f"The image holds {array.dtype} values; a scalar CT in Hounsfield units is required.")
+    # subsample: a statistic over every 4th voxel per axis is plenty and keeps this fast for big CTs
+    sample = np.asarray(array[::4, ::4, ::4], dtype=np.float32)
+    if np.issubdtype(array.dtype, np.floating):
+        if not np.all(np.isfinite(array)):
+            bad = int(np.count_nonzero(~np.isfinite(array)))
+            raise InputError(f"The CT holds {bad} NaN or infinite voxels; fix or fill them (e.g. with -1024 HU) first.")
+    low, high = np.percentile(sample, [0.5, 99.5])
+    # a CT in HU always holds negative values (air -1000, lung -850, fat -100), even when cropped to
+    # the mediastinum; MR and unrescaled CT (0..4095) do not
+    if low > -50.0 or high > 6000.0 or low < -4000.0:
+        raise InputError(
+            f"The image intensities ({low:.0f}..{high:.0f} at the 0.5/99.5 percentiles) do not look like CT in "
+            "Hounsfield units (a chest CT has air near -1000 HU and fat near -100 HU). MR or other images are not "
+            "supported; if this is CT stored without its rescale (e.g. 0..4095), convert it to HU first (usually value - 1024)."
+        )
+
+
+def _largest_components(mask: np.ndarray, count: int, min_voxels: int) -> np.ndarray:
+    import cc3d
+
+    labels, n = cc3d.connected_components(mask, connectivity=6, return_N=True)
+    if n == 0:
+        return np.zeros_like(mask)
+    sizes = np.bincount(labels.ravel())[1:]
+    order = np.argsort(sizes)[::-1][:count]
+    keep = [index + 1 for index in order if sizes[index] >= min_voxels]
+    return np.isin(labels, keep)
+
+
+def find_lungs(ct: Volume) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """Coarse lung mask (on a grid subsampled by the returned integer step per axis).
+
+    Air-like voxels (< -400 HU) that are not connected to the image's in-plane border (outside
+    air, the table, the scanner's field-of-view padding), keeping the two largest components.
+    """
+    step = tuple(max(1, int(round(_LUNG_SEARCH_SPACING_MM / s))) for s in ct.geometry.spacing_zyx_mm)
+    coarse = ct.array[:: step[0], :: step[1], :: step[2]]
+    air = coarse < AIR_THRESHOLD_HU
+    import cc3d
+
+    labels = cc3d.connected_components(air, connectivity=6)
+    border = np.zeros_like(air)
+    border[:, 0, :] = border[:, -1, :] = border[:, :, 0] = border[:, :, -1] = True
+    outside = np.unique(labels[border & air])
+    inside_air = air & ~np.isin(labels, outside[outside > 0])
+    voxel_ml = float(np.prod(np.asarray(ct.geometry.spacing_zyx_mm) * step)) / 1000.0
+    lungs = _largest_components(inside_air, count=2, min_voxels=max(1, int(5.0 / voxel_ml)))
+    return lungs, step
+
+
+def find_mediastinum_box(
+    ct: Volume, margin_mm: float = 20.0, messages: Optional[list] = None
+) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+    """Index box ``(start_zyx, stop_zyx)`` (stop exclusive) around both lungs and the mediastinum.
+
+    The box spans the lungs (which enclose the mediastinum left-right and, with the chest wall,
+    front-back) padded by ``margin_mm``. Without lungs in the image (e.g. a CT already cropped to
+    the mediastinum) the whole volume is returned and a note appended to ``messages``.
+    """
+    shape = np.asarray(ct.geometry.shape_zyx)
+    lungs, step = find_lungs(ct)
+    voxel_ml = float(np.prod(np.asarray(ct.geometry.spacing_zyx_mm) * step)) / 1000.0
+    lung_ml = float(lungs.sum()) * voxel_ml
+    if lung_ml < MIN_LUNG_VOLUME_ML:
+        if messages is not None:
+            messages.append(
+                f"No lungs found (air inside the body {lung_ml:.0f} ml < {MIN_LUNG_VOLUME_ML:.0f} ml): "
+                "not cropping to the mediastinum, using the whole volume."
+            )
+        return (0, 0, 0), tuple(int(s) for s in shape)  # type: ignore[return-value]
+    where = np.nonzero(lungs)
+    low = np.array([w.min() for w in where]) * step
+    high = (np.array([w.max() for w in where]) + 1) * step
+    margin = np.ceil(margin_mm / np.asarray(ct.geometry.spacing_zyx_mm)).astype(int)
+    start = [int(v) for v in np.clip(low - margin, 0, shape)]
+    stop = [int(v) for v in np.clip(high + margin, 0, shape)]
+    if messages is not None:
+        messages.append(f"Cropped to the mediastinum box {start}..{stop} (z, y, x) around {lung_ml:.0f} ml of lung.")
+    return tuple(int(v) for v in start), tuple(int(v) for v in stop)  # type: ignore[return-value]
+
+
+def crop_volume(volume: Volume, start_zyx: Sequence[int], stop_zyx: Sequence[int]) -> Volume:
+    """The sub-volume ``array[z0:z1, y0:y1, x0:x1]`` with its geometry (a view, no copy)."""
+    start = [int(v) for v in start_zyx]
+    stop = [int(v) for v in stop_zyx]
+    if any(a < 0 or b > s or a >= b for a, b, s in zip(start, stop, volume.array.shape)):
+        raise InputError(f"Crop box {start}..{stop} does not fit inside the volume {volume.array.shape}.")
+    array = volume.array[start[0] : stop[0], start[1] : stop[1], start[2] : stop[2]]
+    return Volume(array, volume.geometry.cropped(start, stop))
+
+
+def resampled_geometry(geometry: ImageGeometry, spacing_zyx_mm: Sequence[float]) -> ImageGeometry:
+    """Grid covering the same physical extent (voxel edges) as ``geometry`` at a new spacing."""
+    old = np.asarray(geometry.spacing_zyx_mm, dtype=float)
+    new = np.asarray(spacing_zyx_mm, dtype=float)
+    shape = np.maximum(1, np.round(np.asarray(geometry.shape_zyx) * old / new)).astype(int)
+    # keep the extent's centre: first voxel centre moves by half the spacing change (plus rounding)
+    extent_old = np.asarray(geometry.shape_zyx) * old
+    offset_index = (extent_old - shape * new) / 2.0 / old + (new / old - 1.0) / 2.0
+    origin = geometry.index_zyx_to_lps(offset_index)
+    return ImageGeometry(tuple(shape), tuple(new), tuple(origin), geometry.direction_lps)
+
+
+def _interpolator(interpolation: str):
+    import SimpleITK as sitk
+
+    table = {"linear": sitk.sitkLinear, "nearest": sitk.sitkNearestNeighbor, "bspline": sitk.sitkBSpline}
+    if interpolation not in table:
+        raise InputError(f"Unknown interpolation '{interpolation}'; use one of {', '.join(table)}.")
+    return table[interpolation]
+
+
+def resample_to_geometry(
+    volume: Volume, geometry: ImageGeometry, interpolation: str = "linear", default_value: float = 0.0
+) -> Volume:
+    """Resample ``volume`` onto ``geometry`` (linear -> float32; nearest keeps the dtype)."""
+    import SimpleITK as sitk
+
+    if volume.geometry.same_grid(geometry):
+        return volume
+    image = volume.to_sitk()
+    if interpolation != "nearest" and image.GetPixelID() != sitk.sitkFloat32:
+        image = sitk.Cast(image, sitk.sitkFloat32)
+    reference = sitk.Image([int(s) for s in reversed(geometry.shape_zyx)], image.GetPixelID())
+    geometry.apply_to_sitk(reference)
+    resampled = sitk.Resample(image, reference, sitk.Transform(), _interpolator(interpolation), float(default_value))
+    return Volume(sitk.GetArrayFromImage(resampled), geometry)
+
+
+def resample_volume(
+    volume: Volume, spacing_zyx_mm: Sequence[float], interpolation: str = "linear", default_value: Optional[float] = None
+) -> Volume:
+    """Resample ``volume`` to ``spacing_zyx_mm`` keeping its physical extent and orientation.
+
+    ``default_value`` fills voxels outside the input (default: the input's minimum, i.e. air for CT).
+    """
+    target = resampled_geometry(volume.geometry, spacing_zyx_mm)
+    if default_value is None:
+        default_value = float(volume.array.min()) if volume.array.size else 0.0
+    return resample_to_geometry(volume, target, interpolation, default_value)
+
+
+def normalize_ct(array: np.ndarray, normalization: dict) -> np.ndarray:
+    """Clip to ``normalization["clip_hu"]`` (if given) then z-score with its ``mean``/``std`` (float32)."""
+    try:
+        mean = float(normalization["mean"])
+        std = float(normalization["std"])
+    except (KeyError, TypeError, ValueError):
+        raise InputError(f"normalization needs numeric 'mean' and 'std' (and optionally 'clip_hu'); got {normalization}.") from None
+    if std <= 0:
+        raise InputError(f"normalization std must be positive, got {std}.")
+    result = np.asarray(array, dtype=np.float32).copy() if not isinstance(array, np.ndarray) or array.dtype != np.float32 else array.copy()
+    clip = normalization.get("clip_hu")
+    if clip is not None:
+        np.clip(result, float(clip[0]), float(clip[1]), out=result)
+    result -= np.float32(mean)
+    result /= np.float32(std)
+    return result

@@ -1,0 +1,132 @@
+"""Training settings: one JSON-able dataclass, saved with every checkpoint and exported model."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Optional
+
+from ..errors import InputError
+
+STRATEGIES = ("full", "noisy", "masking", "coating", "totalseg", "dbdmp")
+
+
+def default_architecture() -> dict:
+    """Compact PlainConvUNet (features 8-64; first stage in-plane (1, 3, 3) kernels and the first
+    down-sampling in-plane only, because CT slices (3 mm) are thicker than the pixels)."""
+    from ..models.networks import plain_unet_architecture
+
+    return plain_unet_architecture(features_per_stage=(8, 16, 32, 64))
+
+
+@dataclass
+class TrainingConfig:
+    """Everything that determines a training run (with the data and the seed, the result)."""
+
+    # preprocessing (part of the cache fingerprint)
+    spacing_zyx_mm: tuple = (3.0, 1.2, 1.2)
+    normalization: dict = field(default_factory=lambda: {"clip_hu": [-250.0, 450.0], "mean": 0.0, "std": 150.0})
+    crop: str = "mediastinum"  # or "none"
+    crop_margin_mm: float = 20.0
+    # network
+    architecture: dict = field(default_factory=default_architecture)
+    patch_size_zyx: tuple = (24, 112, 112)
+    # strategy for unlabelled voxels
+    strategy: str = "totalseg"
+    masking_hu_window: tuple = (-50.0, 170.0)  # unlabelled voxels in this window are "unknown"
+    coating_margin_mm: float = 6.0
+    totalseg_background_classes: Optional[list] = None  # None: DEFAULT_BACKGROUND_CLASSES
+    dbdmp_base: str = "masking"  # target the DBDMP supervised loss uses ("masking" or "totalseg")
+    dbdmp: dict = field(default_factory=lambda: {"gamma": 0.8, "alpha": 0.4, "tau": 0.3, "lambda": 2.0,
+                                                  "rampup_fraction": 0.4, "aux_dropout": 0.3})
+    # optimisation
+    optimizer: str = "adamw"  # or "sgd"
+    learning_rate: float = 3e-3
+    weight_decay: float = 3e-5
+    poly_exponent: float = 0.9
+    batch_size: int = 2
+    epochs: int = 10
+    iterations_per_epoch: int = 50
+    foreground_fraction: float = 0.4
+    augmentation: dict = field(default_factory=lambda: {"spatial_probability": 0.3, "rotation_deg": 15.0,
+                                                        "scale_range": [0.85, 1.2], "elastic_probability": 0.0,
+                                                        "intensity_probability": 0.15, "mirror_axes": [1, 2]})
+    mixed_precision: bool = True  # used on CUDA only
+    num_threads: int = 0  # 0: leave torch's default
+    # validation
+    validate_every: int = 1
+    sliding_window_overlap: float = 0.25
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise InputError(f"Unknown strategy '{self.strategy}'; choose one of {', '.join(STRATEGIES)}.")
+        if self.dbdmp_base not in ("masking", "totalseg"):
+            raise InputError(f"dbdmp_base must be 'masking' or 'totalseg', got '{self.dbdmp_base}'.")
+        if self.optimizer not in ("adamw", "sgd"):
+            raise InputError(f"optimizer must be 'adamw' or 'sgd', got '{self.optimizer}'.")
+        if self.crop not in ("mediastinum", "none"):
+            raise InputError(f"crop must be 'mediastinum' or 'none', got '{self.crop}'.")
+        self.spacing_zyx_mm = tuple(float(v) for v in self.spacing_zyx_mm)
+        self.patch_size_zyx = tuple(int(v) for v in self.patch_size_zyx)
+        self.masking_hu_window = tuple(float(v) for v in self.masking_hu_window)
+
+    @property
+    def total_iterations(self) -> int:
+        return self.epochs * self.iterations_per_epoch
+
+    def preprocessing_settings(self) -> dict:
+        return {"spacing_zyx_mm": list(self.spacing_zyx_mm), "normalization": self.normalization,
+                "crop": self.crop, "crop_margin_mm": self.crop_margin_mm}
+
+    def to_dict(self) -> dict:
+        return json.loads(json.dumps(asdict(self)))
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainingConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise InputError(f"Unknown training setting(s) {sorted(unknown)}; known: {sorted(known)}.")
+        return cls(**values)
+
+    @classmethod
+    def from_file(cls, path: Path) -> "TrainingConfig":
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text()))
+        except (OSError, json.JSONDecodeError) as error:
+            raise InputError(f"Cannot read training config '{path}': {error}.") from error
+
+
+def default_model_config() -> TrainingConfig:
+    """Settings of the packaged default model ``lnq-phantom-unet`` (see ``benchmarks/train_default_model.py``)."""
+    return TrainingConfig(strategy="totalseg", epochs=24, iterations_per_epoch=50, validate_every=6, num_threads=2,
+                          foreground_fraction=0.5, seed=2024)
+
+
+#: LNQ2023-like CT grid and smaller grids (so the model also sees coarse / small-field scans)
+_LNQ_GRID = ((110, 512, 512), (3.0, 0.8, 0.8))
+
+
+def default_model_dataset() -> dict:
+    """The synthetic phantoms the default model is trained on: seeds and grid per seed.
+
+    Training (partial labels, half the nodes annotated): seeds 100-111 at the LNQ2023 grid
+    (512 x 512 x 110 at 0.8 x 0.8 x 3 mm), 112-119 at 340 x 340 x 100 / 1.2 mm, 120-125 at
+    128 x 128 x 48 / 2.4 mm (``lnq demo --small``'s grid), 126-129 at 96 x 96 x 40 / 3.5 mm.
+    Validation (full labels): seeds 900-901 at the LNQ2023 grid. The demo seed (2023) is not used.
+    """
+    geometries = {}
+    for seed in range(100, 112):
+        geometries[seed] = _LNQ_GRID
+    for seed in range(112, 120):
+        geometries[seed] = ((100, 340, 340), (3.0, 1.2, 1.2))
+    for seed in range(120, 126):
+        geometries[seed] = ((48, 128, 128), (3.0, 2.4, 2.4))
+    for seed in range(126, 130):
+        geometries[seed] = ((40, 96, 96), (3.0, 3.5, 3.5))
+    for seed in (900, 901):
+        geometries[seed] = _LNQ_GRID
+    return {"train_seeds": list(range(100, 130)), "validation_seeds": [900, 901], "geometries": geometries,
+            "annotated_fraction": 0.5}

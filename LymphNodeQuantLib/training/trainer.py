@@ -1,0 +1,265 @@
+"""The training loop: patches -> network -> loss, poly learning rate, checkpoints, validation.
+
+* One iteration's batch is a pure function of (seed, rank, iteration) (see :mod:`.augmentation`),
+  so a run resumed from ``checkpoint_latest.pt`` continues exactly as if never interrupted.
+* A checkpoint is written after every epoch (model, optimiser, scheduler, grad scaler, torch RNG,
+  epoch, metrics log, config), atomically, by rank 0 only.
+* Validation: sliding-window inference (MONAI) on the fully labelled validation cases at model
+  spacing, scored with :func:`LymphNodeQuantLib.evaluate.evaluate_case` (Dice, ASSD).
+* Mixed precision (float16 autocast + GradScaler) on CUDA; full precision on CPU.
+* Multi-GPU / multi-node: launched with ``torchrun``, wrapped in DistributedDataParallel.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+from ..geometry import Volume
+from . import distributed
+from .augmentation import PatchAugmenter
+from .cache import IGNORE, CachedCase, build_cache
+from .config import TrainingConfig
+from .dataset import find_cases
+from .plots import plot_metrics, write_metrics_csv
+from .sampling import PatchSampler
+from .strategies import build_target
+
+CHECKPOINT_LATEST = "checkpoint_latest.pt"
+CHECKPOINT_FINAL = "checkpoint_final.pt"
+
+
+@dataclass
+class TrainingResult:
+    output_dir: Path
+    checkpoint: Path
+    epochs_completed: int
+    metrics: list = field(default_factory=list)
+    finished: bool = False
+
+
+def _batch_seed(seed: int, rank: int, iteration: int) -> int:
+    return int(np.random.SeedSequence([seed, rank, iteration]).generate_state(1)[0])
+
+
+def make_batch(sampler: PatchSampler, augmenter: PatchAugmenter, batch_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    rng = np.random.default_rng(seed)
+    images, targets = [], []
+    for _ in range(batch_size):
+        image, target = sampler.sample(rng, augmenter.input_size(), augmenter.patch_size)
+        image, target = augmenter(image, target, int(rng.integers(2**31)))
+        images.append(image)
+        targets.append(target)
+    return torch.from_numpy(np.stack(images)[:, None]), torch.from_numpy(np.stack(targets).astype(np.int64))
+
+
+def build_model(config: TrainingConfig) -> torch.nn.Module:
+    from ..models.networks import build_network
+
+    torch.manual_seed(config.seed)
+    network = build_network(config.architecture)
+    if config.strategy == "dbdmp":
+        from .dbdmp import DualBranchUNet
+
+        return DualBranchUNet(network, aux_dropout=config.dbdmp.get("aux_dropout", 0.3))
+    return network
+
+
+def main_network(model: torch.nn.Module) -> torch.nn.Module:
+    """The single-decoder PlainConvUNet inside ``model`` (unwrapping DDP and the dual branch)."""
+    model = getattr(model, "module", model)
+    return getattr(model, "network", model)
+
+
+def _make_optimizer(model, config: TrainingConfig):
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=config.learning_rate, momentum=0.99, nesterov=True,
+                               weight_decay=config.weight_decay)
+    return torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+
+
+def compute_loss(model, images, targets, config: TrainingConfig, iteration: int) -> tuple[torch.Tensor, dict]:
+    """Loss of one batch for the config's strategy."""
+    from .losses import dice_ce_loss
+
+    if config.strategy == "dbdmp":
+        from .dbdmp import dbdmp_loss
+
+        main, aux = model(images)
+        beta = float(np.random.default_rng(_batch_seed(config.seed, 10**6, iteration)).random())
+        return dbdmp_loss(main, aux, targets, iteration / max(config.total_iterations - 1, 1), config.dbdmp, beta)
+    logits = model(images)
+    loss = dice_ce_loss(logits, targets)
+    return loss, {}
+
+
+@torch.no_grad()
+def predict_case(network, image: np.ndarray, config: TrainingConfig, device: str) -> np.ndarray:
+    """Node probability on a preprocessed image (sliding window, MONAI)."""
+    from monai.inferers import sliding_window_inference
+
+    network.eval()
+    tensor = torch.from_numpy(image[None, None]).to(device)
+    logits = sliding_window_inference(tensor, config.patch_size_zyx, 2, network, overlap=config.sliding_window_overlap,
+                                      mode="gaussian", padding_mode="replicate")
+    return torch.softmax(logits.float(), dim=1)[0, 1].cpu().numpy()
+
+
+def validate(network, cases: list[CachedCase], config: TrainingConfig, device: str) -> dict:
+    """Median Dice and ASSD over the validation cases (prediction threshold 0.5, model spacing)."""
+    from ..evaluate import evaluate_case
+
+    dices, assds = [], []
+    for case in cases:
+        probability = predict_case(network, case.image, config, device)
+        prediction = Volume((probability > 0.5).astype(np.uint8), case.geometry)
+        result = evaluate_case(prediction, case.label_volume(), detection=False, case_id=case.case_id)
+        dices.append(result.dice)
+        assds.append(result.assd_mm)
+    network.train()
+    finite = [a for a in assds if not math.isnan(a)]
+    return {"val_dice": float(np.median(dices)) if dices else None,
+            "val_assd_mm": float(np.median(finite)) if finite else (float("nan") if dices else None)}
+
+
+def _save_checkpoint(path: Path, state: dict) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    torch.save(state, temporary)
+    os.replace(temporary, path)
+
+
+def train(config: TrainingConfig, dataset_dir: Path, output_dir: Path, *, cache_dir: Optional[Path] = None,
+          totalseg_dir: Optional[Path] = None, resume: bool = True, device: str = "auto", show_progress: bool = True,
+          stop_after_epochs: Optional[int] = None, log: Callable[[str], None] = print) -> TrainingResult:
+    """Train per ``config`` on the dataset; checkpoints, metrics.csv and metrics.png go to ``output_dir``.
+
+    ``resume``: continue from ``output_dir/checkpoint_latest.pt`` when present (its config must
+    match). ``stop_after_epochs``: stop early after that many epochs in total (as an interruption
+    would; a later call resumes).
+    """
+    context = distributed.setup(device)
+    try:
+        return _train(config, Path(dataset_dir), Path(output_dir), cache_dir, totalseg_dir, resume, context,
+                      show_progress, stop_after_epochs, log)
+    finally:
+        context.close()
+
+
+def _train(config, dataset_dir, output_dir, cache_dir, totalseg_dir, resume, context, show_progress, stop_after_epochs, log):
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    main_log = log if context.is_main else (lambda _message: None)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    cache_dir = Path(cache_dir) if cache_dir else output_dir / "cache"
+    cases = find_cases(dataset_dir, totalseg_dir)
+    settings = config.preprocessing_settings()
+    if context.is_main:
+        cached = build_cache(cases, cache_dir, settings, main_log)
+    context.barrier()
+    if not context.is_main:
+        cached = build_cache(cases, cache_dir, settings)
+    training_cases = [c for c in cached if c.split == "train"]
+    validation_cases = [c for c in cached if c.split == "validation"]
+    if not training_cases:
+        raise InputError(f"No training cases in '{dataset_dir}' (all are flagged 'validation' in its manifest).")
+    targets = [build_target(c, config) for c in training_cases]
+    if not any((t == 1).any() for t in targets):
+        raise InputError("No training case has a labelled lymph node (label 1); nothing to learn from.")
+    sampler = PatchSampler([c.image for c in training_cases], targets, config.foreground_fraction, seed=config.seed)
+    augmenter = PatchAugmenter(config.patch_size_zyx, config.augmentation)
+    main_log(f"{len(training_cases)} training / {len(validation_cases)} validation cases; strategy '{config.strategy}'; "
+             f"known voxels {np.mean([float((t != IGNORE).mean()) for t in targets]):.1%}")
+
+    device = context.device
+    model = build_model(config).to(device)
+    optimizer = _make_optimizer(model, config)
+    total = config.total_iterations
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: (1.0 - min(it, total) / total) ** config.poly_exponent)
+    use_amp = bool(config.mixed_precision and device.startswith("cuda"))
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    metrics: list[dict] = []
+    start_epoch = 0
+    latest = output_dir / CHECKPOINT_LATEST
+    if resume and latest.exists():
+        state = torch.load(latest, map_location=device, weights_only=False)
+        if state["config"] != config.to_dict():
+            raise InputError(f"'{latest}' was written with other settings; use a new output folder or --no-resume.")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["torch_rng"])
+        metrics = list(state["metrics"])
+        start_epoch = int(state["epoch"]) + 1
+        main_log(f"Resuming after epoch {start_epoch} from {latest}")
+    elif not resume and latest.exists() and context.is_main:
+        latest.unlink()
+    train_model = model
+    if context.enabled:
+        train_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[context.local_rank] if device.startswith("cuda") else None)
+    train_model.train()
+
+    last_epoch = config.epochs if stop_after_epochs is None else min(config.epochs, stop_after_epochs)
+    for epoch in range(start_epoch, last_epoch):
+        started = time.time()
+        losses = []
+        iterations = range(epoch * config.iterations_per_epoch, (epoch + 1) * config.iterations_per_epoch)
+        bar = None
+        if show_progress and context.is_main:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(iterations), desc=f"epoch {epoch + 1}/{config.epochs}", leave=False, mininterval=2.0)
+        for iteration in iterations:
+            images, batch_targets = make_batch(sampler, augmenter, config.batch_size, _batch_seed(config.seed, context.rank, iteration))
+            images, batch_targets = images.to(device), batch_targets.to(device)
+            optimizer.zero_grad(set_to_none=True)
+            with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_amp):
+                loss, _parts = compute_loss(train_model, images, batch_targets, config, iteration)
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 12.0)
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            losses.append(float(loss.detach()))
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+        if bar is not None:
+            bar.close()
+        row = {"epoch": epoch + 1, "iterations": (epoch + 1) * config.iterations_per_epoch,
+               "train_loss": context.mean(float(np.mean(losses))), "learning_rate": scheduler.get_last_lr()[0],
+               "val_dice": None, "val_assd_mm": None}
+        if context.is_main:
+            if validation_cases and ((epoch + 1) % max(config.validate_every, 1) == 0 or epoch + 1 == config.epochs):
+                row.update(validate(main_network(model), validation_cases, config, device))
+            row["seconds"] = round(time.time() - started, 2)
+            metrics.append(row)
+            _save_checkpoint(latest, {
+                "config": config.to_dict(), "epoch": epoch, "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                "torch_rng": torch.get_rng_state(), "metrics": metrics,
+                "network": main_network(model).state_dict(), "architecture": config.architecture,
+            })
+            write_metrics_csv(output_dir / "metrics.csv", metrics)
+            plot_metrics(output_dir / "metrics.png", metrics, title=f"strategy {config.strategy}")
+            dice = "" if row["val_dice"] is None else f", val Dice {row['val_dice']:.3f}, ASSD {row['val_assd_mm']:.2f} mm"
+            main_log(f"epoch {epoch + 1}/{config.epochs}: loss {row['train_loss']:.4f}{dice} ({row['seconds']:.0f} s)")
+        else:
+            metrics.append(row)
+        context.barrier()
+    finished = last_epoch == config.epochs
+    final = output_dir / CHECKPOINT_FINAL
+    if finished and context.is_main and latest.exists():
+        state = torch.load(latest, map_location="cpu", weights_only=False)
+        _save_checkpoint(final, {k: state[k] for k in ("config", "epoch", "metrics", "network", "architecture")})
+    context.barrier()
+    return TrainingResult(output_dir, final if finished else latest, last_epoch, metrics, finished)

@@ -1,0 +1,194 @@
+"""RECIST axes: exact polygon geometry, accuracy on digitised ellipsoids, rotation invariance."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from LymphNodeQuantLib.geometry import ImageGeometry, Volume
+from LymphNodeQuantLib.measure import measure_nodes
+from LymphNodeQuantLib.recist import axes_of_hull, convex_hull, max_diameter_3d_mm, recist_axes, slice_axes
+
+
+def brute_force_perpendicular_chord(polygon: np.ndarray, direction: np.ndarray) -> float:
+    """Longest chord perpendicular to ``direction`` by dense sampling of lines and points (independent check)."""
+    normal = np.array([-direction[1], direction[0]])
+    edges = np.roll(polygon, -1, axis=0) - polygon
+
+    def inside(points):  # counter-clockwise convex polygon
+        cross = edges[None, :, 0] * (points[:, None, 1] - polygon[None, :, 1]) - edges[None, :, 1] * (points[:, None, 0] - polygon[None, :, 0])
+        return np.all(cross >= -1e-9, axis=1)
+
+    along = polygon @ direction
+    across = polygon @ normal
+    best = 0.0
+    for t in np.linspace(along.min(), along.max(), 2001):
+        s = np.linspace(across.min() - 1, across.max() + 1, 4001)
+        points = t * direction[None, :] + s[:, None] * normal[None, :]
+        hit = s[inside(points)]
+        if hit.size:
+            best = max(best, hit.max() - hit.min())
+    return best
+
+
+def test_hull_is_counter_clockwise_and_drops_collinear_points():
+    points = np.array([[0, 0], [1, 0], [2, 0], [2, 1], [2, 2], [0, 2], [1, 1]], float)
+    hull = convex_hull(points)
+    assert len(hull) == 4
+    area = 0.5 * np.sum(hull[:, 0] * np.roll(hull[:, 1], -1) - np.roll(hull[:, 0], -1) * hull[:, 1])
+    assert area == pytest.approx(4.0)
+
+
+def test_rhombus_axes_are_its_diagonals():
+    rhombus = convex_hull(np.array([[-7.0, 0], [7.0, 0], [0, -3.0], [0, 3.0]]))
+    axes = axes_of_hull(rhombus)
+    assert axes.long_axis_mm == pytest.approx(14.0)
+    assert axes.short_axis_mm == pytest.approx(6.0)
+
+
+def test_short_axis_is_a_chord_not_the_width():
+    # slanted parallelogram: the width across the long diagonal is larger than any perpendicular chord
+    parallelogram = convex_hull(np.array([[0.0, 0.0], [8.0, 0.0], [11.0, 3.0], [3.0, 3.0]]))
+    axes = axes_of_hull(parallelogram)
+    assert axes.long_axis_mm == pytest.approx(np.hypot(11, 3))
+    (p, q) = np.array(axes.long_axis_end_points_mm)
+    direction = (q - p) / np.linalg.norm(q - p)
+    normal = np.array([-direction[1], direction[0]])
+    width = np.ptp(parallelogram @ normal)
+    expected = brute_force_perpendicular_chord(parallelogram, direction)
+    assert axes.short_axis_mm == pytest.approx(expected, abs=0.01)
+    assert axes.short_axis_mm < width - 0.3
+
+
+def test_ties_between_longest_chords_take_the_largest_short_axis():
+    # A-B and A-C are both 10 mm long; the chords perpendicular to them differ (8.67 vs 8.0 mm)
+    points = np.array([[0.0, 0.0], [10.0, 0.0], [6.0, 8.0], [4.0, -1.0]])
+    hull = convex_hull(points)
+    per_diameter = [brute_force_perpendicular_chord(hull, (points[j] - points[0]) / 10.0) for j in (1, 2)]
+    assert per_diameter[0] - per_diameter[1] > 0.5
+    axes = axes_of_hull(hull)
+    assert axes.long_axis_mm == pytest.approx(10.0)
+    assert axes.short_axis_mm == pytest.approx(26.0 / 3.0)
+    assert axes.short_axis_mm == pytest.approx(max(per_diameter), abs=0.01)
+    # the same shape listed in another order gives the same answer
+    assert axes_of_hull(convex_hull(points[::-1])).short_axis_mm == pytest.approx(26.0 / 3.0)
+
+
+def test_pixel_rules_single_pixel_and_anisotropic_rectangle():
+    pixel = np.zeros((5, 5), bool)
+    pixel[2, 2] = True
+    assert slice_axes(pixel, (1.0, 1.0)).long_axis_mm == pytest.approx(1.0)
+    # a 1-pixel-wide line of 7 pixels, spacing (rows 2 mm, cols 0.5 mm): edge midpoints give 7*0.5 x 2 mm
+    line = np.zeros((3, 9), bool)
+    line[1, 1:8] = True
+    axes = slice_axes(line, (2.0, 0.5))
+    assert axes.long_axis_mm == pytest.approx(np.hypot(3.0, 2.0))  # (0.5 mm off each end) x full row height
+    hull = convex_hull(np.array([[3.0, 0.5], [3.0, 4.0], [2.0, 0.75], [2.0, 3.75], [4.0, 0.75], [4.0, 3.75]]))
+    (p, q) = np.array(axes.long_axis_end_points_mm)
+    expected = brute_force_perpendicular_chord(hull, (q - p) / np.linalg.norm(q - p))
+    assert axes.short_axis_mm == pytest.approx(expected, abs=0.01)
+
+
+def _ellipsoid_volume(short_mm, long_mm, angle_rad, spacing_zyx, rng):
+    """Ellipsoid digitised at voxel centres; its long/short in-plane axes tilted by ``angle_rad``; centre on a slice."""
+    sz, sy, sx = spacing_zyx
+    semi_z = max(long_mm / 2, 3 * sz)
+    shape = (int(2 * semi_z / sz) + 5, int(long_mm / sy) + 8, int(long_mm / sx) + 8)
+    centre = np.array([shape[0] // 2 * sz, (shape[1] / 2 + rng.uniform(-0.5, 0.5)) * sy, (shape[2] / 2 + rng.uniform(-0.5, 0.5)) * sx])
+    z, y, x = np.meshgrid(*(np.arange(n) * s - c for n, s, c in zip(shape, spacing_zyx, centre)), indexing="ij")
+    u = x * np.cos(angle_rad) + y * np.sin(angle_rad)
+    v = -x * np.sin(angle_rad) + y * np.cos(angle_rad)
+    mask = (u / (long_mm / 2)) ** 2 + (v / (short_mm / 2)) ** 2 + (z / semi_z) ** 2 <= 1.0
+    return Volume(mask.astype(np.uint8), ImageGeometry(shape, spacing_zyx))
+
+
+def _exact_section_axes(short_mm, long_mm, volume, slice_index):
+    """Exact axes of the ellipsoid's cross-section in slice ``slice_index`` (the centre lies on the middle slice)."""
+    sz = volume.geometry.spacing_zyx_mm[0]
+    semi_z = max(long_mm / 2, 3 * sz)
+    dz = (slice_index - volume.array.shape[0] // 2) * sz
+    factor = np.sqrt(max(1 - (dz / semi_z) ** 2, 0.0))
+    return short_mm * factor, long_mm * factor
+
+
+@pytest.mark.parametrize("spacing_zyx", [(3.0, 0.8, 0.8), (1.0, 0.7, 0.7)])
+def test_accuracy_target_on_digitised_ellipsoids(spacing_zyx):
+    """Each error within [-0.75, +1.25] x in-plane spacing of the exact value, mean within [0.2, 0.7] x spacing.
+
+    The exact value is the ellipsoid's cross-section in the slice the node was measured in (the
+    slice with the largest measured short axis, usually the central one).
+    """
+    rng = np.random.default_rng(7)
+    pixel = spacing_zyx[1]
+    short_errors, long_errors = [], []
+    sizes = [(5.0, 6.0), (6.5, 12.0), (8.0, 8.0), (10.0, 18.0), (12.0, 15.0), (15.0, 27.0), (20.0, 24.0), (25.0, 30.0), (30.0, 30.0)]
+    for number, (short, long) in enumerate(sizes):
+        for angle_deg in (0.0, 17.0, 45.0, 71.0, 118.0):
+            angle = np.deg2rad(angle_deg + 3.0 * number)
+            volume = _ellipsoid_volume(short, long, angle, spacing_zyx, rng)
+            nodes = measure_nodes(volume)
+            assert len(nodes) == 1
+            exact_short, exact_long = _exact_section_axes(short, long, volume, nodes[0].measurement_slice_index)
+            short_errors.append((nodes[0].short_axis_mm - exact_short) / pixel)
+            long_errors.append((nodes[0].long_axis_mm - exact_long) / pixel)
+    for errors in (np.array(short_errors), np.array(long_errors)):
+        assert errors.min() >= -0.75 and errors.max() <= 1.25, (errors.min(), errors.max())
+        assert 0.2 <= errors.mean() <= 0.7, errors.mean()
+
+
+def test_short_axis_rotation_invariance():
+    rng = np.random.default_rng(3)
+    errors = []
+    for angle_deg in range(0, 180, 15):
+        volume = _ellipsoid_volume(9.0, 16.0, np.deg2rad(angle_deg), (3.0, 0.8, 0.8), rng)
+        node = measure_nodes(volume)[0]
+        errors.append((node.short_axis_mm - _exact_section_axes(9.0, 16.0, volume, node.measurement_slice_index)[0]) / 0.8)
+    assert min(errors) >= -0.75 and max(errors) <= 1.25
+    assert np.ptp(errors) <= 1.5  # pixel staircase only, no angle-dependent bias
+    # quarter turns of the pixel grid are exact symmetries (isotropic in-plane spacing)
+    volume = _ellipsoid_volume(9.0, 16.0, 0.3, (3.0, 0.8, 0.8), rng)
+    base = recist_axes(volume.array.astype(bool), (3.0, 0.8, 0.8))
+    for turns in (1, 2, 3):
+        turned = recist_axes(np.rot90(volume.array.astype(bool), turns, axes=(1, 2)), (3.0, 0.8, 0.8))
+        assert turned.short_axis_mm == pytest.approx(base.short_axis_mm, abs=1e-9)
+        assert turned.long_axis_mm == pytest.approx(base.long_axis_mm, abs=1e-9)
+
+
+@pytest.mark.slow
+def test_accuracy_sweep_random_ellipsoids(full_size):
+    """Random sizes 5-30 mm and angles; reduced to 40 ellipsoids by default, 400 with LNQ_FULL_SIZE=1."""
+    rng = np.random.default_rng(11)
+    for spacing_zyx in ((3.0, 0.8, 0.8), (1.0, 0.7, 0.7)):
+        errors = []
+        for _ in range(200 if full_size else 20):
+            short = rng.uniform(5, 30)
+            long = rng.uniform(short, 30)
+            volume = _ellipsoid_volume(short, long, rng.uniform(0, np.pi), spacing_zyx, rng)
+            node = measure_nodes(volume)[0]
+            errors.append((node.short_axis_mm - _exact_section_axes(short, long, volume, node.measurement_slice_index)[0]) / spacing_zyx[1])
+        errors = np.array(errors)
+        assert errors.min() >= -0.75 and errors.max() <= 1.25, (errors.min(), errors.max())
+        assert 0.2 <= errors.mean() <= 0.7, errors.mean()
+
+
+def test_anisotropic_in_plane_spacing_uses_row_and_column_spacing():
+    # 10 rows x 4 columns of pixels, rows 0.5 mm, columns 2 mm: a 5 mm x 8 mm rectangle (rows x columns)
+    mask = np.zeros((1, 14, 8), bool)
+    mask[0, 2:12, 2:6] = True
+    swapped = np.zeros((1, 8, 14), bool)
+    swapped[0, 2:6, 2:12] = True
+    a = recist_axes(mask, (3.0, 0.5, 2.0))
+    b = recist_axes(swapped, (3.0, 2.0, 0.5))
+    assert a.short_axis_mm == pytest.approx(b.short_axis_mm)
+    assert a.long_axis_mm == pytest.approx(b.long_axis_mm)
+    assert 4.0 < a.short_axis_mm < 8.0 < a.long_axis_mm < np.hypot(5.0, 8.0) + 1e-9
+
+
+def test_max_3d_diameter_of_a_box_is_between_face_centres():
+    mask = np.zeros((6, 6, 6), bool)
+    mask[1:4, 1:3, 1:5] = True  # 3 x 2 x 4 voxels
+    diameter = max_diameter_3d_mm(mask, (2.0, 1.0, 1.0))
+    # extreme face-centre points: (z 6 mm) x (y 1 mm inside by half a voxel) x (x 4 mm)
+    candidates = [np.sqrt((6.0 - a) ** 2 + (2.0 - b) ** 2 + (4.0 - c) ** 2) for a, b, c in ((2.0, 1.0, 1.0), (0.0, 1.0, 1.0), (2.0, 0.0, 1.0), (2.0, 1.0, 0.0))]
+    assert diameter == pytest.approx(max(candidates))
+    assert diameter < np.sqrt(6.0**2 + 2.0**2 + 4.0**2)

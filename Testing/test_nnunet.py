@@ -1,0 +1,152 @@
+"""nnU-Net v2 model folders as --model: plans -> network + preprocessing, folds ensembled, clear errors."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from LymphNodeQuantLib.cli import main
+from LymphNodeQuantLib.errors import ModelError
+from LymphNodeQuantLib.inference import segment_volume
+from LymphNodeQuantLib.io import read_volume, write_volume
+from LymphNodeQuantLib.models.model_folder import load_model, load_model_card
+from LymphNodeQuantLib.models.networks import build_network
+from LymphNodeQuantLib.synthetic import make_phantom
+
+# arch_kwargs exactly as nnU-Net v2 (>= 2.4) writes them into plans.json
+ARCH_KWARGS = {
+    "n_stages": 2,
+    "features_per_stage": [4, 8],
+    "conv_op": "torch.nn.modules.conv.Conv3d",
+    "kernel_sizes": [[1, 3, 3], [3, 3, 3]],
+    "strides": [[1, 1, 1], [1, 2, 2]],
+    "n_conv_per_stage": [2, 2],
+    "n_conv_per_stage_decoder": [2],
+    "conv_bias": True,
+    "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d",
+    "norm_op_kwargs": {"eps": 1e-05, "affine": True},
+    "dropout_op": None,
+    "dropout_op_kwargs": None,
+    "nonlin": "torch.nn.LeakyReLU",
+    "nonlin_kwargs": {"inplace": True},
+}
+
+
+def make_nnunet_folder(root, folds=(0,), transpose=(0, 1, 2), seed=0, checkpoint_extra=None):
+    folder = root / "Dataset901_TinyLNQ" / "nnUNetTrainer__nnUNetPlans__3d_fullres"
+    folder.mkdir(parents=True)
+    dataset = {"channel_names": {"0": "CT"}, "labels": {"background": 0, "lymph_node": 1}, "numTraining": 3, "file_ending": ".nii.gz"}
+    plans = {
+        "dataset_name": "Dataset901_TinyLNQ",
+        "plans_name": "nnUNetPlans",
+        "original_median_spacing_after_transp": [3.0, 2.0, 2.0],
+        "original_median_shape_after_transp": [40, 96, 96],
+        "image_reader_writer": "SimpleITKIO",
+        "transpose_forward": list(transpose),
+        "transpose_backward": [int(i) for i in np.argsort(transpose)],
+        "configurations": {
+            "2d": {"patch_size": [96, 96], "spacing": [2.0, 2.0]},
+            "3d_fullres": {
+                "data_identifier": "nnUNetPlans_3d_fullres",
+                "preprocessor_name": "DefaultPreprocessor",
+                "batch_size": 2,
+                "patch_size": [8, 32, 32],
+                "median_image_size_in_voxels": [40, 96, 96],
+                "spacing": [3.0, 5.0, 4.0],
+                "normalization_schemes": ["CTNormalization"],
+                "use_mask_for_norm": [False],
+                "resampling_fn_data": "resample_data_or_seg_to_shape",
+                "architecture": {
+                    "network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
+                    "arch_kwargs": ARCH_KWARGS,
+                    "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"],
+                },
+                "batch_dice": False,
+            },
+        },
+        "experiment_planner_used": "ExperimentPlanner",
+        "label_manager": "LabelManager",
+        "foreground_intensity_properties_per_channel": {
+            "0": {"max": 900.0, "mean": 35.5, "median": 38.0, "min": -400.0, "percentile_00_5": -120.0, "percentile_99_5": 280.0, "std": 55.0}
+        },
+    }
+    (folder / "dataset.json").write_text(json.dumps(dataset))
+    (folder / "plans.json").write_text(json.dumps(plans))
+    architecture = {"name": "PlainConvUNet", "arguments": {**ARCH_KWARGS, "input_channels": 1, "num_classes": 2}}
+    networks = []
+    for fold in folds:
+        torch.manual_seed(seed + fold)
+        network = build_network(architecture)
+        networks.append(network)
+        (folder / f"fold_{fold}").mkdir()
+        checkpoint = {
+            "network_weights": network.state_dict(),
+            "init_args": {"plans": plans, "configuration": "3d_fullres", "fold": fold, "dataset_json": dataset},
+            "trainer_name": "nnUNetTrainer",
+            "inference_allowed_mirroring_axes": (0, 1, 2),
+            **(checkpoint_extra or {}),
+        }
+        torch.save(checkpoint, folder / f"fold_{fold}" / "checkpoint_final.pth")
+    return folder, networks
+
+
+def test_card_follows_plans(tmp_path):
+    folder, _ = make_nnunet_folder(tmp_path, transpose=(2, 0, 1))
+    card = load_model_card(folder)
+    assert card.name == "nnunet:Dataset901_TinyLNQ:3d_fullres"
+    # plans spacing is in transposed order: model axis a = image axis transpose[a]
+    assert card.spacing_zyx_mm == (5.0, 4.0, 3.0)
+    assert card.patch_size_zyx == (8, 32, 32)
+    assert card.normalization == {"clip_hu": [-120.0, 280.0], "mean": 35.5, "std": 55.0}
+    assert card.crop == "none" and card.foreground_channel == 1
+
+
+def test_loaded_network_equals_checkpoint(tmp_path):
+    folder, (network,) = make_nnunet_folder(tmp_path)
+    loaded = load_model(folder)
+    assert loaded.kind == "nnunetv2"
+    x = torch.randn(1, 1, 8, 32, 32)
+    network.eval()
+    with torch.no_grad():
+        assert torch.allclose(loaded.network(x), network(x))
+
+
+def test_folds_are_ensembled_by_logit_average(tmp_path):
+    folder, networks = make_nnunet_folder(tmp_path, folds=(0, 1), checkpoint_extra={"logging": {"ema": np.float64(0.5)}})
+    loaded = load_model(folder)
+    x = torch.randn(1, 1, 8, 32, 32)
+    with torch.no_grad():
+        expected = sum(n.eval()(x) for n in networks) / 2
+        assert torch.allclose(loaded.network(x), expected, atol=1e-6)
+    assert any("full unpickling" in m for m in loaded.card.data["load_messages"])
+
+
+def test_segment_with_nnunet_folder(tmp_path, capsys):
+    folder, _ = make_nnunet_folder(tmp_path, transpose=(0, 2, 1))
+    phantom = make_phantom((30, 64, 64), (3.0, 4.0, 4.0), seed=2)
+    result = segment_volume(phantom.ct, str(folder), "cpu", min_node_volume_mm3=0)
+    assert result.labels.geometry.same_grid(phantom.ct.geometry)
+    assert result.crop_box_zyx == ((0, 0, 0), (30, 64, 64))
+    ct_path = write_volume(tmp_path / "ct.nrrd", phantom.ct)
+    out = tmp_path / "seg.seg.nrrd"
+    assert main(["segment", str(ct_path), "--out", str(out), "--model", str(folder), "--progress", "none"]) == 0
+    assert np.array_equal(read_volume(out).array, result.labels.array)
+
+
+def test_nnunet_folder_errors(tmp_path):
+    folder, _ = make_nnunet_folder(tmp_path)
+    plans = json.loads((folder / "plans.json").read_text())
+    plans["configurations"]["3d_fullres"]["normalization_schemes"] = ["ZScoreNormalization"]
+    (folder / "plans.json").write_text(json.dumps(plans))
+    with pytest.raises(ModelError, match="CTNormalization"):
+        load_model(folder)
+    (tmp_path / "empty").mkdir()
+    other, _ = make_nnunet_folder(tmp_path / "empty")
+    (other / "fold_0" / "checkpoint_final.pth").unlink()
+    with pytest.raises(ModelError, match="checkpoint_final"):
+        load_model(other)
+    third, _ = make_nnunet_folder(tmp_path / "third")
+    (third / "fold_0" / "checkpoint_final.pth").write_bytes(b"garbage")
+    with pytest.raises(ModelError, match="Cannot read nnU-Net checkpoint"):
+        load_model(third)

@@ -1,0 +1,108 @@
+"""CT checks, mediastinum crop (phantom and real CT), resampling and normalisation."""
+
+import numpy as np
+import pytest
+
+from LymphNodeQuantLib.errors import InputError
+from LymphNodeQuantLib.geometry import ImageGeometry, Volume
+from LymphNodeQuantLib.io import read_volume
+from LymphNodeQuantLib.preprocessing import (
+    check_ct,
+    crop_volume,
+    find_mediastinum_box,
+    normalize_ct,
+    resample_to_geometry,
+    resample_volume,
+)
+from LymphNodeQuantLib.synthetic import make_phantom
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    return make_phantom((40, 96, 96), (3.0, 3.5, 3.5), seed=1)
+
+
+def test_check_ct_accepts_ct_and_refuses_bad_input(phantom):
+    check_ct(phantom.ct)
+    geometry = phantom.ct.geometry
+    mr = phantom.ct.with_array(np.random.default_rng(0).uniform(0, 4000, geometry.shape_zyx).astype(np.float32))
+    with pytest.raises(InputError, match="do not look like CT"):
+        check_ct(mr)
+    with_nan = phantom.ct.with_array(phantom.ct.array.astype(np.float32))
+    with_nan.array[3, 4, 5] = np.nan
+    with pytest.raises(InputError, match="NaN"):
+        check_ct(with_nan)
+    flat = Volume(np.full((1, 32, 32), -1000, np.int16), ImageGeometry((1, 32, 32), (1, 1, 1)))
+    with pytest.raises(InputError, match="2-D"):
+        check_ct(flat)
+
+
+def test_mediastinum_box_contains_all_phantom_nodes(phantom):
+    messages = []
+    start, stop = find_mediastinum_box(phantom.ct, messages=messages)
+    nodes = np.nonzero(phantom.node_labels.array)
+    for axis in range(3):
+        assert start[axis] <= nodes[axis].min() and nodes[axis].max() < stop[axis]
+    # it really crops: the box is smaller than the image in-plane
+    assert (stop[1] - start[1]) * (stop[2] - start[2]) < 0.8 * 96 * 96
+    assert "Cropped" in messages[0]
+    cropped = crop_volume(phantom.ct, start, stop)
+    assert cropped.array.shape == tuple(b - a for a, b in zip(start, stop))
+    assert np.allclose(cropped.geometry.origin_lps_mm, phantom.ct.geometry.index_zyx_to_lps(np.array(start, float)))
+
+
+def test_mediastinum_box_on_real_ct(shared_data):
+    ct = read_volume(shared_data / "cip-chest" / "ct-64.nrrd")
+    lungs = read_volume(shared_data / "cip-chest" / "wholeLung-64.nrrd").array > 0
+    regions = read_volume(shared_data / "cip-chest" / "lm-64.nrrd").array
+    start, stop = find_mediastinum_box(ct)
+    box = np.zeros(lungs.shape, bool)
+    box[start[0] : stop[0], start[1] : stop[1], start[2] : stop[2]] = True
+    assert np.all(box[lungs])  # both lungs...
+    assert np.all(box[regions >= 512])  # ...and the airways (trachea, bronchi) in the mediastinum
+    # the mediastinum: everything between the lungs, slice by slice
+    for z in range(lungs.shape[0]):
+        columns = np.nonzero(lungs[z].any(axis=0))[0]
+        if columns.size:
+            assert np.all(box[z][:, columns.min() : columns.max() + 1].any(axis=0))
+
+
+def test_mediastinum_box_falls_back_without_lungs(shared_data):
+    ct = read_volume(shared_data / "totalseg-mediastinum" / "ct_cropped.nii.gz")
+    messages = []
+    assert find_mediastinum_box(ct, messages=messages) == ((0, 0, 0), ct.array.shape)
+    assert "No lungs found" in messages[0]
+
+
+def test_resample_round_trip_keeps_extent(phantom):
+    fine = resample_volume(phantom.ct, (3.0, 1.75, 1.75))
+    assert fine.array.shape == (40, 192, 192) and fine.array.dtype == np.float32
+    # physical centre of the volume is preserved
+    centre = lambda v: v.geometry.index_zyx_to_lps((np.array(v.array.shape) - 1) / 2.0)
+    assert np.allclose(centre(fine), centre(phantom.ct), atol=1e-3)
+    back = resample_to_geometry(fine, phantom.ct.geometry, "linear")
+    assert back.geometry.same_grid(phantom.ct.geometry)
+    difference = np.abs(back.array - phantom.ct.array)[2:-2, 4:-4, 4:-4]
+    assert np.median(difference) < 15
+    labels = resample_volume(phantom.node_labels, (3.0, 1.75, 1.75), "nearest", default_value=0)
+    assert labels.array.dtype == phantom.node_labels.array.dtype
+    assert set(np.unique(labels.array)) <= set(np.unique(phantom.node_labels.array))
+
+
+def test_normalize_ct_clips_then_zscores():
+    array = np.array([[[-1000, -150, 100, 350, 3000]]], dtype=np.int16)
+    result = normalize_ct(array, {"clip_hu": [-150, 350], "mean": 100.0, "std": 50.0})
+    assert result.dtype == np.float32
+    assert np.allclose(result.ravel(), [-5, -5, 0, 5, 5])
+    with pytest.raises(InputError, match="mean"):
+        normalize_ct(array, {"clip_hu": [0, 1]})
+
+
+def test_check_ct_accepts_tight_mediastinal_crop(phantom):
+    # no air at all, only mediastinal fat and soft tissue: still CT
+    fat_and_tissue = phantom.ct.array.copy()
+    fat_and_tissue[fat_and_tissue < -150] = -100
+    check_ct(phantom.ct.with_array(fat_and_tissue))
+    unrescaled = phantom.ct.with_array((phantom.ct.array.astype(np.int32) + 1024).astype(np.int16))
+    with pytest.raises(InputError, match="value - 1024"):
+        check_ct(unrescaled)

@@ -1,0 +1,394 @@
+"""Training library: strategies' targets, losses, DBDMP, cache, sampling, resume, export, CLI.
+
+Tiny phantoms (40 x 96 x 96 at 3.5 mm) and tiny networks keep the whole file to well under a minute
+on 2 cores. The DDP test (2 gloo processes) lives in test_training_ddp.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from LymphNodeQuantLib.errors import InputError, ModelError, OutputExistsError
+from LymphNodeQuantLib.geometry import ImageGeometry, Volume
+from LymphNodeQuantLib.io import write_volume
+from LymphNodeQuantLib.models.networks import plain_unet_architecture
+from LymphNodeQuantLib.synthetic import ANATOMY_IDS, make_phantom
+from LymphNodeQuantLib.training import strategies
+from LymphNodeQuantLib.training.cache import IGNORE, CachedCase, build_cache, load_or_build_case
+from LymphNodeQuantLib.training.config import TrainingConfig
+from LymphNodeQuantLib.training.dataset import find_cases
+from LymphNodeQuantLib.training.phantom_dataset import write_phantom_dataset
+from LymphNodeQuantLib.training.totalsegmentator import (
+    DEFAULT_BACKGROUND_CLASSES,
+    TOTALSEG_V2_TOTAL_IDS,
+    background_mask,
+    class_ids_for,
+    phantom_anatomy_to_totalseg,
+    read_totalseg_map,
+)
+
+TINY_SHAPE, TINY_SPACING = (40, 96, 96), (3.0, 3.5, 3.5)
+
+
+def tiny_config(**overrides) -> TrainingConfig:
+    values = dict(
+        spacing_zyx_mm=TINY_SPACING, patch_size_zyx=(16, 32, 32), epochs=2, iterations_per_epoch=2, batch_size=2,
+        architecture=plain_unet_architecture(features_per_stage=(4, 8, 16), strides=((1, 1, 1), (1, 2, 2), (2, 2, 2)),
+                                             kernel_sizes=((1, 3, 3), (3, 3, 3), (3, 3, 3))),
+        num_threads=1, seed=3, strategy="masking",
+    )
+    values.update(overrides)
+    return TrainingConfig(**values)
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    return make_phantom(TINY_SHAPE, TINY_SPACING, seed=5, n_nodes=8)
+
+
+@pytest.fixture(scope="module")
+def phantom_case(phantom) -> CachedCase:
+    """A phantom as a cached training case on its own grid (no crop/resample), partial labels."""
+    hu = phantom.ct.array
+    return CachedCase("p5", "train", "partial", ((np.clip(hu, -250, 450)) / 150.0).astype(np.float32), hu.astype(np.int16),
+                      phantom.partial_labels.array.copy(), phantom_anatomy_to_totalseg(phantom.anatomy_labels.array),
+                      phantom.ct.geometry)
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("phantoms")
+    write_phantom_dataset(folder, train_seeds=[1, 2], validation_seeds=[3], shape_zyx=TINY_SHAPE, spacing_zyx_mm=TINY_SPACING)
+    return folder
+
+
+# ------------------------------------------------------------------------------------ strategies
+def test_noisy_target_is_the_partial_label(phantom, phantom_case):
+    target = strategies.build_target(phantom_case, tiny_config(), "noisy")
+    np.testing.assert_array_equal(target, phantom.partial_labels.array)
+    unannotated = (phantom.full_labels.array == 1) & (phantom.partial_labels.array == 0)
+    assert unannotated.any() and (target[unannotated] == 0).all()  # unlabelled nodes taught as background
+
+
+def test_masking_excludes_unlabelled_soft_tissue(phantom, phantom_case):
+    config = tiny_config()
+    target = strategies.build_target(phantom_case, config, "masking")
+    partial = phantom.partial_labels.array == 1
+    hu = phantom_case.hu
+    low, high = config.masking_hu_window
+    assert (target[partial] == 1).all() and not ((target == 1) & ~partial).any()
+    unlabelled = ~partial
+    in_window = (hu >= low) & (hu <= high)
+    assert (target[unlabelled & in_window] == IGNORE).all()  # could be a node: excluded from the loss
+    assert (target[unlabelled & ~in_window] == 0).all()  # air, lung, fat, bone, contrast: background
+    # the cores of unannotated nodes (not blurred into fat) are excluded, never taught as background
+    unannotated = (phantom.full_labels.array == 1) & unlabelled
+    assert (target[unannotated] == IGNORE).mean() > 0.8
+
+
+def test_coating_shell_has_the_configured_margin():
+    label = np.zeros((9, 21, 21), np.uint8)
+    label[4, 10, 10] = 1
+    spacing = (3.0, 1.0, 1.0)
+    target = strategies.coating_target(label, spacing, margin_mm=2.5)
+    z, y, x = np.indices(label.shape)
+    distance = np.sqrt(((z - 4) * 3.0) ** 2 + (y - 10) ** 2 + (x - 10) ** 2)
+    expected = np.full(label.shape, IGNORE, np.uint8)
+    expected[(distance > 0) & (distance <= 2.5)] = 0
+    expected[label == 1] = 1
+    np.testing.assert_array_equal(target, expected)
+    assert (target[3] == IGNORE).all()  # the next slice is 3 mm away: outside a 2.5 mm coat
+
+
+def test_totalseg_anatomy_is_background_and_never_overwrites_nodes(phantom, phantom_case):
+    config = tiny_config()
+    target = strategies.build_target(phantom_case, config, "totalseg")
+    anatomy = background_mask(phantom_case.totalseg)
+    partial = phantom.partial_labels.array == 1
+    assert (target[anatomy & ~partial] == 0).all()
+    assert (target[partial] == 1).all()
+    # the oesophagus has node density: masking excludes it, the TotalSegmentator map makes it background
+    esophagus = phantom.anatomy_labels.array == ANATOMY_IDS["esophagus"]
+    masking = strategies.build_target(phantom_case, config, "masking")
+    assert (masking[esophagus] == IGNORE).any() and (target[esophagus] == 0).all()
+    # an anatomy map that overlaps a labelled node never turns it into background
+    overlapping = phantom_case.totalseg.copy()
+    overlapping[partial] = TOTALSEG_V2_TOTAL_IDS["aorta"]
+    forced = strategies.totalseg_target(phantom_case.label, phantom_case.hu, overlapping, config.masking_hu_window)
+    assert (forced[partial] == 1).all()
+
+
+def test_totalseg_strategy_needs_a_map(phantom_case):
+    case = CachedCase(**{**phantom_case.__dict__, "totalseg": None})
+    with pytest.raises(InputError, match="TotalSegmentator"):
+        strategies.build_target(case, tiny_config(), "totalseg")
+
+
+def test_totalseg_reader_file_folder_and_names(tmp_path, phantom):
+    ids = phantom_anatomy_to_totalseg(phantom.anatomy_labels.array)
+    assert set(np.unique(ids)) <= {0, *TOTALSEG_V2_TOTAL_IDS.values()}
+    assert (ids[phantom.anatomy_labels.array == ANATOMY_IDS["aorta"]] == 52).all()
+    write_volume(tmp_path / "map.nii.gz", Volume(ids, phantom.ct.geometry))
+    np.testing.assert_array_equal(read_totalseg_map(tmp_path / "map.nii.gz").array, ids)
+    folder = tmp_path / "case"  # TotalSegmentator's default output: one mask per structure
+    folder.mkdir()
+    for name in ("aorta", "trachea"):
+        write_volume(folder / f"{name}.nii.gz", Volume((ids == TOTALSEG_V2_TOTAL_IDS[name]).astype(np.uint8), phantom.ct.geometry))
+    merged = read_totalseg_map(folder).array
+    assert set(np.unique(merged)) == {0, 52, 16}
+    assert set(DEFAULT_BACKGROUND_CLASSES) <= set(TOTALSEG_V2_TOTAL_IDS)
+    with pytest.raises(InputError, match="not a TotalSegmentator"):
+        class_ids_for(["lymph_node_magic"])
+
+
+def test_real_totalsegmentator_example_is_read(shared_data):
+    volume = read_totalseg_map(shared_data / "totalseg-example" / "example_seg.nii.gz")
+    mask = background_mask(volume.array)
+    assert mask.any() and not mask.all()
+    assert not np.isin(volume.array[mask], class_ids_for(["liver", "spleen"])).any()  # abdomen not in the default list
+
+
+# ------------------------------------------------------------------------------------------ losses
+def test_losses_ignore_excluded_voxels():
+    from LymphNodeQuantLib.training.losses import dice_ce_loss
+
+    logits = torch.randn(1, 2, 4, 8, 8)
+    target = torch.randint(0, 2, (1, 4, 8, 8))
+    changed = logits.clone()
+    ignored = target.clone()
+    ignored[:, :2] = IGNORE
+    changed[:, :, :2] = torch.randn(1, 2, 2, 8, 8) * 10  # predictions on ignored voxels must not matter
+    assert torch.allclose(dice_ce_loss(logits, ignored), dice_ce_loss(changed, ignored))
+    assert float(dice_ce_loss(logits, torch.full_like(target, IGNORE))) == pytest.approx(0.0, abs=1e-6)  # nothing known: no loss
+
+
+def test_dbdmp_pseudo_labels_and_loss_terms():
+    from LymphNodeQuantLib.training.dbdmp import consensus_kl_ce, dbdmp_loss, mixed_pseudo_label, sigmoid_rampup
+
+    torch.manual_seed(0)
+    main, aux = torch.randn(2, 2, 4, 8, 8), torch.randn(2, 2, 4, 8, 8)
+    p_main, p_aux = torch.softmax(main, 1), torch.softmax(aux, 1)
+    pseudo = mixed_pseudo_label(p_main, p_aux, beta=0.3, tau=0.3)
+    assert torch.allclose(pseudo.sum(1), torch.ones(2, 4, 8, 8))
+    plain = torch.softmax(0.3 * p_main + 0.7 * p_aux, 1)  # temperature 1: less sharp
+    assert (pseudo.max(1).values >= plain.max(1).values - 1e-6).all()
+    mix = 0.3 * p_main + 0.7 * p_aux
+    assert torch.equal(pseudo.argmax(1), mix.argmax(1))  # sharpening keeps the decision
+    assert torch.equal(mixed_pseudo_label(p_main, p_aux, 1.0, 0.3).argmax(1), p_main.argmax(1))
+    # identical branches: KL = 0, weights 1, the loss is the mean cross-entropy to the pseudo-label
+    same = consensus_kl_ce(main, main, pseudo)
+    ce = -(pseudo * torch.log_softmax(main, 1)).sum(1).mean()
+    assert float(same) == pytest.approx(float(ce), rel=1e-5)
+    assert float(consensus_kl_ce(main, aux, pseudo)) > 0
+    assert sigmoid_rampup(0.0, 0.4) == pytest.approx(np.exp(-5)) and sigmoid_rampup(0.5, 0.4) == 1.0
+    target = torch.randint(0, 2, (2, 4, 8, 8))
+    target[:, :2] = IGNORE
+    settings = {"gamma": 0.8, "alpha": 0.4, "tau": 0.3, "lambda": 2.0, "rampup_fraction": 0.4}
+    total, parts = dbdmp_loss(main.requires_grad_(), aux, target, progress=1.0, settings=settings, beta=0.5)
+    assert torch.isfinite(total) and all(np.isfinite(v) for v in parts.values()) and parts["pseudo_weight"] == 2.0
+    total.backward()
+    assert torch.isfinite(main.grad).all()
+
+
+@pytest.mark.parametrize("strategy", ["noisy", "masking", "coating", "totalseg", "dbdmp"])
+def test_a_few_iterations_lower_the_loss_on_a_fixed_batch(strategy, phantom_case):
+    from LymphNodeQuantLib.training.sampling import PatchSampler
+    from LymphNodeQuantLib.training.trainer import build_model, compute_loss
+
+    torch.set_num_threads(1)
+    config = tiny_config(strategy=strategy, epochs=1, iterations_per_epoch=1000)
+    target = strategies.build_target(phantom_case, config)
+    sampler = PatchSampler([phantom_case.image], [target], foreground_fraction=1.0, seed=0)
+    rng = np.random.default_rng(0)
+    patches = [sampler.sample(rng, (16, 32, 32)) for _ in range(2)]
+    images = torch.from_numpy(np.stack([p[0] for p in patches])[:, None])
+    targets = torch.from_numpy(np.stack([p[1] for p in patches]).astype(np.int64))
+    model = build_model(config)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for step in range(12):
+        optimizer.zero_grad()
+        loss, _ = compute_loss(model, images, targets, config, iteration=500)
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    assert np.isfinite(losses).all()
+    assert losses[-1] < losses[0]
+
+
+# ------------------------------------------------------------------------- data, cache, sampling
+def test_dataset_discovery_and_cache_fingerprint(tiny_dataset, tmp_path):
+    cases = find_cases(tiny_dataset)
+    assert [(c.case_id, c.split, c.annotation) for c in cases] == [
+        ("train-1", "train", "partial"), ("train-2", "train", "partial"), ("val-3", "validation", "full")]
+    assert all(c.totalseg_path is not None for c in cases)
+    settings = tiny_config().preprocessing_settings()
+    first, reused = load_or_build_case(cases[0], tmp_path, settings)
+    assert not reused and first.image.dtype == np.float32 and first.totalseg is not None
+    again, reused = load_or_build_case(cases[0], tmp_path, settings)
+    assert reused and np.array_equal(again.image, first.image)
+    assert not load_or_build_case(cases[0], tmp_path, {**settings, "spacing_zyx_mm": [3.0, 4.0, 4.0]})[1]
+    # a changed source file invalidates the entry
+    rebuilt, _ = load_or_build_case(cases[0], tmp_path, settings)
+    label_path = cases[0].label_path
+    from LymphNodeQuantLib.io import read_volume
+
+    label = read_volume(label_path)
+    write_volume(label_path, label.with_array(np.zeros_like(label.array)), overwrite=True)
+    try:
+        changed, reused = load_or_build_case(find_cases(tiny_dataset)[0], tmp_path, settings)
+        assert not reused and changed.label.max() == 0
+    finally:
+        write_volume(label_path, label, overwrite=True)
+
+
+def test_nnunet_layout_with_ignore_label(tmp_path, phantom):
+    (tmp_path / "imagesTr").mkdir()
+    (tmp_path / "labelsTr").mkdir()
+    labels = phantom.partial_labels.array.copy()
+    labels[:3] = 2  # nnU-Net "ignore" label
+    write_volume(tmp_path / "imagesTr" / "lnq_001_0000.nii.gz", phantom.ct)
+    write_volume(tmp_path / "labelsTr" / "lnq_001.nii.gz", phantom.partial_labels.with_array(labels))
+    (tmp_path / "dataset.json").write_text(json.dumps({"channel_names": {"0": "CT"}, "labels": {"background": 0, "node": 1, "ignore": 2},
+                                                       "file_ending": ".nii.gz", "numTraining": 1}))
+    cases = find_cases(tmp_path)
+    assert len(cases) == 1 and cases[0].ignore_label == 2
+    cached = build_cache(cases, tmp_path / "cache", {**tiny_config().preprocessing_settings(), "crop": "none"})[0]
+    assert (cached.label[:3] == IGNORE).all() and set(np.unique(cached.label)) <= {0, 1, IGNORE}
+
+
+def test_dataset_errors_are_clear(tmp_path):
+    with pytest.raises(InputError, match="does not exist"):
+        find_cases(tmp_path / "missing")
+    with pytest.raises(InputError, match="No cases"):
+        find_cases(tmp_path)
+    (tmp_path / "a-ct.nrrd").write_bytes(b"")
+    with pytest.raises(InputError, match="no label"):
+        find_cases(tmp_path)
+
+
+def test_foreground_oversampling_and_padding():
+    from LymphNodeQuantLib.training.sampling import PatchSampler, extract_patch
+
+    image = np.zeros((10, 40, 40), np.float32)
+    target = np.zeros((10, 40, 40), np.uint8)
+    target[5, 30:32, 30:32] = 1
+    sampler = PatchSampler([image], [target], foreground_fraction=1.0)
+    rng = np.random.default_rng(1)
+    assert all((sampler.sample(rng, (4, 8, 8))[1] == 1).any() for _ in range(20))
+    patch = extract_patch(target, np.array([-2, -2, -2]), np.array([4, 4, 4]), IGNORE)
+    assert (patch[:2] == IGNORE).all() and (patch[2:, 2:, 2:] == 0).all()
+
+
+def test_augmentation_is_reproducible_and_keeps_labels_valid(phantom_case):
+    from LymphNodeQuantLib.training.augmentation import PatchAugmenter
+
+    augmenter = PatchAugmenter((16, 32, 32), {"spatial_probability": 1.0, "elastic_probability": 0.5, "intensity_probability": 1.0})
+    target = strategies.build_target(phantom_case, tiny_config(), "masking")
+    size = augmenter.input_size()
+    image_in, target_in = phantom_case.image[:size[0], 20:20 + size[1], 20:20 + size[2]], target[:size[0], 20:20 + size[1], 20:20 + size[2]]
+    a = augmenter(image_in, target_in, seed=7)
+    b = augmenter(image_in, target_in, seed=7)
+    c = augmenter(image_in, target_in, seed=8)
+    assert a[0].shape == (16, 32, 32) and np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    assert not np.array_equal(a[0], c[0])
+    assert set(np.unique(a[1])) <= {0, 1, IGNORE}
+
+
+# ---------------------------------------------------------------------- training, resume, export
+def _weights(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=False)["model"]
+
+
+def test_resume_after_interruption_gives_identical_weights(tiny_dataset, tmp_path):
+    from LymphNodeQuantLib.training.trainer import train
+
+    config = tiny_config(strategy="totalseg")
+    cache = tmp_path / "cache"
+    straight = train(config, tiny_dataset, tmp_path / "straight", cache_dir=cache, show_progress=False, log=lambda m: None)
+    assert straight.finished and len(straight.metrics) == 2
+    interrupted = train(config, tiny_dataset, tmp_path / "resumed", cache_dir=cache, stop_after_epochs=1, show_progress=False, log=lambda m: None)
+    assert not interrupted.finished and interrupted.epochs_completed == 1
+    resumed = train(config, tiny_dataset, tmp_path / "resumed", cache_dir=cache, show_progress=False, log=lambda m: None)
+    assert resumed.finished and [m["epoch"] for m in resumed.metrics] == [1, 2]
+    a, b = _weights(tmp_path / "straight" / "checkpoint_latest.pt"), _weights(tmp_path / "resumed" / "checkpoint_latest.pt")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # the metrics log: CSV with one row per epoch, validation Dice from the evaluation module, and a plot
+    rows = (tmp_path / "resumed" / "metrics.csv").read_text().strip().splitlines()
+    assert rows[0].startswith("epoch,iterations,train_loss") and len(rows) == 3
+    assert 0.0 <= resumed.metrics[-1]["val_dice"] <= 1.0
+    assert (tmp_path / "resumed" / "metrics.png").stat().st_size > 1000
+    # a checkpoint from other settings is refused rather than silently mixed
+    with pytest.raises(InputError, match="other settings"):
+        train(tiny_config(strategy="totalseg", seed=4), tiny_dataset, tmp_path / "resumed", cache_dir=cache, show_progress=False, log=lambda m: None)
+
+
+def test_export_round_trip_and_segment(tiny_dataset, tmp_path, phantom):
+    from LymphNodeQuantLib.inference import segment_volume
+    from LymphNodeQuantLib.models.model_folder import load_model
+    from LymphNodeQuantLib.training.export import export_model
+    from LymphNodeQuantLib.training.trainer import train
+
+    config = tiny_config(strategy="dbdmp", epochs=1)
+    result = train(config, tiny_dataset, tmp_path / "run", show_progress=False, log=lambda m: None)
+    folder = export_model(result.checkpoint, tmp_path / "model", name="tiny", metrics={"note": "test"})
+    card = json.loads((folder / "model.json").read_text())
+    assert len(card["weights"]["sha256"]) == 64 and card["training"]["strategy"] == "dbdmp"
+    assert card["input"]["spacing_zyx_mm"] == list(TINY_SPACING) and card["provenance"]["checkpoint_sha256"]
+    loaded = load_model(folder)
+    state = torch.load(result.checkpoint, map_location="cpu", weights_only=False)["network"]
+    assert all(torch.equal(loaded.network.state_dict()[k], state[k]) for k in state)  # main branch only
+    segmentation = segment_volume(phantom.ct, model=str(folder), device="cpu")
+    assert segmentation.labels.array.shape == phantom.ct.array.shape
+    with pytest.raises(OutputExistsError):
+        export_model(result.checkpoint, folder)
+    weights = folder / "weights.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-8] + b"corrupt!")
+    with pytest.raises(ModelError, match="checksum"):
+        load_model(folder)
+
+
+def test_cli_train_and_export(tiny_dataset, tmp_path, capsys):
+    from LymphNodeQuantLib.cli import main
+
+    config_path = tmp_path / "config.json"
+    config_path.write_text(json.dumps(tiny_config(epochs=1).to_dict()))
+    out = tmp_path / "run"
+    assert main(["train", str(tiny_dataset), "--out", str(out), "--config", str(config_path), "--strategy", "coating",
+                 "--export", str(tmp_path / "model")]) == 0
+    assert json.loads((out / "config.json").read_text())["strategy"] == "coating"
+    assert json.loads((tmp_path / "model" / "model.json").read_text())["training"]["strategy"] == "coating"
+    assert main(["export", str(out), "--out", str(tmp_path / "model")]) == 2  # exists: refused
+    assert "already exists" in capsys.readouterr().err
+    assert main(["export", str(out), "--out", str(tmp_path / "model"), "--overwrite", "--name", "renamed"]) == 0
+    assert json.loads((tmp_path / "model" / "model.json").read_text())["name"] == "renamed"
+    assert main(["train", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(InputError, match="Unknown strategy"):
+        tiny_config(strategy="magic")
+    with pytest.raises(InputError, match="Unknown training setting"):
+        TrainingConfig.from_dict({"epochz": 3})
+
+
+def test_packaged_default_model_states_its_provenance(repo_root):
+    from LymphNodeQuantLib.training.config import default_model_config
+
+    folder = repo_root / "LymphNodeQuant" / "Resources" / "Models" / "lnq-phantom-unet"
+    card = json.loads((folder / "model.json").read_text())
+    training = card["training"]
+    assert training["trained_on_real_patient_data"] is False and "NOT trained on real patient data" in training["data"]
+    assert training["command"] == "python benchmarks/train_default_model.py --overwrite"
+    assert training["config"] == default_model_config().to_dict()  # the one command reproduces these settings
+    assert training["strategy"] == "totalseg" and training["seed"] == default_model_config().seed
+    held = card["metrics"]["heldout_phantoms"]
+    assert 0.0 <= held["dice_median"] <= 1.0 and len(held["cases"]) == len(held["seeds"])
+    assert (folder / "MODEL_CARD.md").read_text().count("|") > 10
