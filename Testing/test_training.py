@@ -125,6 +125,48 @@ def test_totalseg_anatomy_is_background_and_never_overwrites_nodes(phantom, phan
     assert (forced[partial] == 1).all()
 
 
+def test_mediastinum_region_is_the_widened_convex_hull_of_both_lungs():
+    # two square "lungs" in slice 1 only; in-plane spacing 2 x 1 mm (y, x)
+    left = np.zeros((3, 20, 30), bool)
+    right = np.zeros_like(left)
+    left[1, 5:15, 20:25] = True
+    right[1, 5:15, 3:8] = True
+    region = strategies.mediastinum_region(left, right, (3.0, 2.0, 1.0), margin_mm=0.0)
+    hull = np.zeros((20, 30), bool)
+    hull[5:15, 3:25] = True  # the hull of two axis-aligned boxes at the same rows is their spanning box
+    np.testing.assert_array_equal(region[1], hull)
+    assert region[0].all() and region[2].all()  # slices without both lungs: no claim
+    widened = strategies.mediastinum_region(left, right, (3.0, 2.0, 1.0), margin_mm=2.0)
+    # 2 mm = 1 row (2 mm spacing) above/below and 2 columns (1 mm spacing) left/right
+    expected = np.zeros((20, 30), bool)
+    expected[4:16, 1:27] = True
+    np.testing.assert_array_equal(widened[1], expected)
+
+
+def test_totalseg_chest_wall_is_background_and_unlabelled_nodes_stay_unknown():
+    from LymphNodeQuantLib.training.totalsegmentator import lung_masks
+
+    phantom = make_phantom((48, 160, 160), (3.0, 2.5, 2.5), seed=11)
+    anatomy = phantom.anatomy_labels.array
+    totalseg = phantom_anatomy_to_totalseg(anatomy)
+    hu = phantom.ct.array
+    left, right = lung_masks(totalseg)
+    both = (left.any(axis=(1, 2)) & right.any(axis=(1, 2)))[:, None, None]
+    target = strategies.totalseg_target(phantom.partial_labels.array, hu, totalseg, (-50.0, 170.0),
+                                        spacing_zyx_mm=(3.0, 2.5, 2.5), mediastinum_margin_mm=5.0)
+    without_prior = strategies.totalseg_target(phantom.partial_labels.array, hu, totalseg, (-50.0, 170.0))
+    # chest-wall muscle (soft tissue of the body outside the organs) in slices with both lungs
+    chest_wall = (anatomy == ANATOMY_IDS["body"]) & (hu > -20) & both
+    chest_wall &= ~strategies.mediastinum_region(left, right, (3.0, 2.5, 2.5), 5.0)
+    assert chest_wall.sum() > 1000
+    assert (without_prior[chest_wall] == IGNORE).mean() > 0.9  # masking alone cannot tell it from a node
+    assert (target[chest_wall] == 0).all()
+    unlabelled_nodes = (phantom.node_labels.array > 0) & (phantom.partial_labels.array == 0)
+    assert unlabelled_nodes.any()
+    assert (target[unlabelled_nodes] == 0).mean() < 0.05  # nodes lie inside the mediastinum
+    assert (target[phantom.partial_labels.array == 1] == 1).all()
+
+
 def test_totalseg_strategy_needs_a_map(phantom_case):
     case = CachedCase(**{**phantom_case.__dict__, "totalseg": None})
     with pytest.raises(InputError, match="TotalSegmentator"):

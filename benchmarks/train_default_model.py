@@ -156,7 +156,8 @@ def write_model_card_md(folder: Path, metrics: dict, config) -> None:
         f"- Phantom seeds: training {held and card['training']['phantoms']['train_seeds'][0]}-{card['training']['phantoms']['train_seeds'][-1]}, "
         f"validation {card['training']['phantoms']['validation_seeds']}; grids from 512x512x110 at 0.8x0.8x3 mm down to 96x96x40 at 3.5 mm.",
         f"- Strategy for unlabelled voxels: `{config.strategy}` (soft-tissue voxels not labelled are excluded from the loss; "
-        "voxels inside TotalSegmentator-format organ/vessel/airway/bone masks are background).",
+        "voxels inside TotalSegmentator-format organ/vessel/airway/bone masks are background, and so is the chest wall: "
+        f"unlabelled voxels more than {config.mediastinum_margin_mm} mm outside the lungs' per-slice convex hull).",
         f"- Network: PlainConvUNet features {config.architecture['arguments']['features_per_stage']}, patch {list(config.patch_size_zyx)} "
         f"at {list(config.spacing_zyx_mm)} mm, mediastinum crop; {card['training']['iterations']} iterations, batch {config.batch_size}, "
         f"{config.optimizer} lr {config.learning_rate} (poly), seed {config.seed}, CPU.",

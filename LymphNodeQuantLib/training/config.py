@@ -37,6 +37,9 @@ class TrainingConfig:
     masking_hu_window: tuple = (-50.0, 170.0)  # unlabelled voxels in this window are "unknown"
     coating_margin_mm: float = 6.0
     totalseg_background_classes: Optional[list] = None  # None: DEFAULT_BACKGROUND_CLASSES
+    # totalseg: unlabelled voxels farther than this outside the lungs' per-slice convex hull (the
+    # chest wall) are background; None: no such rule (strategies.mediastinum_region)
+    mediastinum_margin_mm: Optional[float] = 5.0
     dbdmp_base: str = "masking"  # target the DBDMP supervised loss uses ("masking" or "totalseg")
     dbdmp: dict = field(default_factory=lambda: {"gamma": 0.8, "alpha": 0.4, "tau": 0.3, "lambda": 2.0,
                                                   "rampup_fraction": 0.4, "aux_dropout": 0.3})
@@ -101,7 +104,7 @@ class TrainingConfig:
 
 def default_model_config() -> TrainingConfig:
     """Settings of the packaged default model ``lnq-phantom-unet`` (see ``benchmarks/train_default_model.py``)."""
-    return TrainingConfig(strategy="totalseg", epochs=24, iterations_per_epoch=50, validate_every=6, num_threads=2,
+    return TrainingConfig(strategy="totalseg", epochs=36, iterations_per_epoch=50, validate_every=6, num_threads=2,
                           foreground_fraction=0.5, seed=2024)
 
 

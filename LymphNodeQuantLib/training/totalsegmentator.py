@@ -132,6 +132,16 @@ def read_totalseg_map(path: Path) -> Volume:
     return volume.with_array(volume.array.astype(np.uint8))
 
 
+LEFT_LUNG_CLASSES = ("lung_upper_lobe_left", "lung_lower_lobe_left")
+RIGHT_LUNG_CLASSES = ("lung_upper_lobe_right", "lung_middle_lobe_right", "lung_lower_lobe_right")
+
+
+def lung_masks(totalseg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(left, right) lung masks: the union of each side's TotalSegmentator lobes."""
+    return tuple(np.isin(totalseg, np.asarray(class_ids_for(names), dtype=totalseg.dtype))  # type: ignore[return-value]
+                 for names in (LEFT_LUNG_CLASSES, RIGHT_LUNG_CLASSES))
+
+
 def background_mask(totalseg: np.ndarray, class_names: Optional[Sequence[str]] = None) -> np.ndarray:
     """Boolean mask of voxels inside the chosen (default: :data:`DEFAULT_BACKGROUND_CLASSES`) structures."""
     ids = class_ids_for(DEFAULT_BACKGROUND_CLASSES if class_names is None else class_names)
