@@ -372,6 +372,29 @@ def test_resume_after_interruption_gives_identical_weights(tiny_dataset, tmp_pat
         train(tiny_config(strategy="totalseg", seed=4), tiny_dataset, tmp_path / "resumed", cache_dir=cache, show_progress=False, log=lambda m: None)
 
 
+def test_initial_weights_start_a_fine_tuning_run(tiny_dataset, tmp_path):
+    from LymphNodeQuantLib.training.export import export_model
+    from LymphNodeQuantLib.training.trainer import train
+
+    cache = tmp_path / "cache"
+    quiet = dict(cache_dir=cache, show_progress=False, log=lambda m: None)
+    first = train(tiny_config(strategy="totalseg", epochs=1), tiny_dataset, tmp_path / "first", **quiet)
+    trained = torch.load(first.checkpoint, map_location="cpu", weights_only=False)["network"]
+    # learning rate 0: the fine-tuning run must end exactly where its initial weights were
+    for source in (first.checkpoint, export_model(first.checkpoint, tmp_path / "model", name="first")):
+        frozen = tiny_config(strategy="masking", epochs=1, learning_rate=0.0, initial_weights=str(source))
+        second = train(frozen, tiny_dataset, tmp_path / f"second-{Path(source).name}", **quiet)
+        weights = torch.load(second.checkpoint, map_location="cpu", weights_only=False)["network"]
+        assert all(torch.equal(weights[k], trained[k]) for k in trained)
+    scratch = train(tiny_config(strategy="masking", epochs=1, learning_rate=0.0), tiny_dataset, tmp_path / "scratch", **quiet)
+    weights = torch.load(scratch.checkpoint, map_location="cpu", weights_only=False)["network"]
+    assert not all(torch.equal(weights[k], trained[k]) for k in trained)
+    other = plain_unet_architecture(features_per_stage=(2, 4, 8), strides=((1, 1, 1), (1, 2, 2), (2, 2, 2)),
+                                    kernel_sizes=((1, 3, 3), (3, 3, 3), (3, 3, 3)))
+    with pytest.raises(InputError, match="another architecture"):
+        train(tiny_config(architecture=other, initial_weights=str(first.checkpoint)), tiny_dataset, tmp_path / "bad", **quiet)
+
+
 def test_export_round_trip_and_segment(tiny_dataset, tmp_path, phantom):
     from LymphNodeQuantLib.inference import segment_volume
     from LymphNodeQuantLib.models.model_folder import load_model
@@ -422,15 +445,19 @@ def test_bad_settings_are_refused():
 
 
 def test_packaged_default_model_states_its_provenance(repo_root):
-    from LymphNodeQuantLib.training.config import default_model_config
+    from LymphNodeQuantLib.training.config import default_model_config, default_model_finetune_config
 
     folder = repo_root / "LymphNodeQuant" / "Resources" / "Models" / "lnq-phantom-unet"
     card = json.loads((folder / "model.json").read_text())
     training = card["training"]
     assert training["trained_on_real_patient_data"] is False and "NOT trained on real patient data" in training["data"]
     assert training["command"] == "python benchmarks/train_default_model.py --overwrite"
-    assert training["config"] == default_model_config().to_dict()  # the one command reproduces these settings
-    assert training["strategy"] == "totalseg" and training["seed"] == default_model_config().seed
+    # the one command reproduces these settings: stage 1 from scratch, stage 2 from stage 1's final weights
+    stage1, stage2 = training["stages"]
+    assert stage1["config"] == default_model_config().to_dict()
+    assert stage2["config"]["initial_weights"].endswith("checkpoint_final.pt")
+    assert training["config"] == stage2["config"] == default_model_finetune_config(stage2["config"]["initial_weights"]).to_dict()
+    assert training["strategy"] == "totalseg" and training["seed"] == stage2["config"]["seed"]
     held = card["metrics"]["heldout_phantoms"]
     assert 0.0 <= held["dice_median"] <= 1.0 and len(held["cases"]) == len(held["seeds"])
     assert (folder / "MODEL_CARD.md").read_text().count("|") > 10

@@ -27,6 +27,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--epochs", type=int, help="number of epochs (overrides the config)")
     parser.add_argument("--iterations-per-epoch", type=int, help="iterations per epoch (overrides the config)")
     parser.add_argument("--seed", type=int, help="random seed (overrides the config)")
+    parser.add_argument("--init-weights", help="start from these weights (fine-tuning): a checkpoint, a run folder "
+                        "or a model folder with the same architecture (overrides the config's initial_weights)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     parser.add_argument("--no-resume", action="store_true", help="start over even if OUT has a checkpoint")
     parser.add_argument("--export", type=Path, help="after training, export the model folder here (lnq export)")
@@ -45,7 +47,8 @@ def load_config(args: argparse.Namespace):
     else:
         config = TrainingConfig.from_file(Path(args.config))
     values = config.to_dict()
-    for key, attribute in (("strategy", "strategy"), ("epochs", "epochs"), ("iterations_per_epoch", "iterations_per_epoch"), ("seed", "seed")):
+    for key, attribute in (("strategy", "strategy"), ("epochs", "epochs"), ("iterations_per_epoch", "iterations_per_epoch"), ("seed", "seed"),
+                           ("initial_weights", "init_weights")):
         if getattr(args, attribute) is not None:
             values[key] = getattr(args, attribute)
     return TrainingConfig.from_dict(values)

@@ -57,6 +57,9 @@ class TrainingConfig:
                                                         "intensity_probability": 0.15, "mirror_axes": [1, 2]})
     mixed_precision: bool = True  # used on CUDA only
     num_threads: int = 0  # 0: leave torch's default
+    # start from these network weights instead of random ones (fine-tuning, as nnU-Net's
+    # -pretrained_weights): an 'lnq train' checkpoint (.pt or run folder) or an exported model folder
+    initial_weights: Optional[str] = None
     # validation
     validate_every: int = 1
     sliding_window_overlap: float = 0.25
@@ -106,6 +109,15 @@ def default_model_config() -> TrainingConfig:
     """Settings of the packaged default model ``lnq-phantom-unet`` (see ``benchmarks/train_default_model.py``)."""
     return TrainingConfig(strategy="totalseg", epochs=36, iterations_per_epoch=50, validate_every=6, num_threads=2,
                           foreground_fraction=0.5, seed=2024)
+
+
+def default_model_finetune_config(initial_weights: str) -> TrainingConfig:
+    """Stage 2 of the packaged default model: :func:`default_model_config` continued from its final
+    weights (``initial_weights``) with a fresh poly schedule from a lower learning rate (a warm
+    restart) and another seed, so it sees new patches."""
+    from dataclasses import replace
+
+    return replace(default_model_config(), learning_rate=1e-3, seed=2025, initial_weights=str(initial_weights))
 
 
 #: LNQ2023-like CT grid and smaller grids (so the model also sees coarse / small-field scans)

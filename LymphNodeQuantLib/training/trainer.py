@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -77,6 +78,29 @@ def main_network(model: torch.nn.Module) -> torch.nn.Module:
     """The single-decoder PlainConvUNet inside ``model`` (unwrapping DDP and the dual branch)."""
     model = getattr(model, "module", model)
     return getattr(model, "network", model)
+
+
+def load_initial_weights(network: torch.nn.Module, source: str, architecture: dict) -> None:
+    """Copy the weights of ``source`` (a checkpoint or run folder, or a model folder) into ``network``.
+
+    The source's architecture must equal ``architecture``; anything else is an :class:`InputError`.
+    """
+    from ..models.model_folder import MODEL_CARD_NAME, load_model
+    from .export import load_checkpoint
+
+    path = Path(source)
+    if path.is_dir() and (path / MODEL_CARD_NAME).is_file():
+        loaded = load_model(path)  # checksum verified
+        source_architecture, state = loaded.card.architecture, loaded.network.state_dict()
+    else:
+        checkpoint = load_checkpoint(path)
+        source_architecture, state = checkpoint["architecture"], checkpoint["network"]
+    as_json = lambda value: json.loads(json.dumps(value))  # tuples and lists compare equal
+    if as_json(source_architecture) != as_json(architecture):
+        raise InputError(f"initial_weights '{source}' were trained with another architecture "
+                         f"({source_architecture.get('arguments', {}).get('features_per_stage')} features per stage, "
+                         f"here {architecture.get('arguments', {}).get('features_per_stage')}); use matching settings.")
+    network.load_state_dict(state, strict=True)
 
 
 def _make_optimizer(model, config: TrainingConfig):
@@ -190,7 +214,8 @@ def _train(config, dataset_dir, output_dir, cache_dir, totalseg_dir, resume, con
     latest = output_dir / CHECKPOINT_LATEST
     if resume and latest.exists():
         state = torch.load(latest, map_location=device, weights_only=False)
-        if state["config"] != config.to_dict():
+        # through from_dict, so a checkpoint written before a setting existed compares with its default
+        if TrainingConfig.from_dict(state["config"]).to_dict() != config.to_dict():
             raise InputError(f"'{latest}' was written with other settings; use a new output folder or --no-resume.")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -200,8 +225,12 @@ def _train(config, dataset_dir, output_dir, cache_dir, totalseg_dir, resume, con
         metrics = list(state["metrics"])
         start_epoch = int(state["epoch"]) + 1
         main_log(f"Resuming after epoch {start_epoch} from {latest}")
-    elif not resume and latest.exists() and context.is_main:
-        latest.unlink()
+    else:
+        if not resume and latest.exists() and context.is_main:
+            latest.unlink()
+        if config.initial_weights:
+            load_initial_weights(main_network(model), config.initial_weights, config.architecture)
+            main_log(f"Starting from the weights of {config.initial_weights}")
     train_model = model
     if context.enabled:
         train_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[context.local_rank] if device.startswith("cuda") else None)
