@@ -17,6 +17,10 @@ ratio of MONAI's wall time to each method's. Results go to the ``inference`` sec
 ``benchmarks/RESULTS.md``.
 
     python benchmarks/inference_bench.py                 # LNQ-sized CT, 114 x 512 x 512 at 3 x 0.83 x 0.83 mm
+    # with nnU-Net's predictor rows, from a separate environment (nnunetv2 is no dependency of this project):
+    python -m venv /tmp/nnunet-venv && /tmp/nnunet-venv/bin/pip install torch==2.13.0 nnunetv2==2.8.1 \
+        connected-components-3d==4.1.1 safetensors==0.8.0
+    python benchmarks/inference_bench.py --nnunet-python /tmp/nnunet-venv/bin/python
     python benchmarks/inference_bench.py --slices 600 --variants engine --section inference-600   # memory check
 """
 
