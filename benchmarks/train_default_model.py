@@ -146,6 +146,13 @@ def main(argv=None) -> int:
     return 0
 
 
+def heldout_table(held: dict) -> list[str]:
+    """Markdown table rows of the held-out phantom scores (model card and RESULTS.md)."""
+    return ["| phantom | Dice | ASSD (mm) | node sensitivity | node precision |", "|---|---|---|---|---|"] + [
+        f"| {r['seed']} | {r['dice']:.3f} | {r['assd_mm']:.2f} | {r['sensitivity']:.2f} | {r['precision']:.2f} |"
+        for r in held["cases"]]
+
+
 def write_results_section(folder: Path, metrics: dict, train_seconds: float) -> None:
     """The ``default_model`` section of benchmarks/RESULTS.md: training stages and held-out scores."""
     from benchmarks.results_md import machine_description, update_section
@@ -173,9 +180,7 @@ def write_results_section(folder: Path, metrics: dict, train_seconds: float) -> 
         f"Held-out phantoms (full labels, never seen in training: seeds {held['seeds']}, 512 x 512 x 110 at 0.8 x 0.8 x 3 mm), "
         "segmented end to end with the `lnq segment` pipeline and scored on the CT grid with LNQ2023 rules:",
         "",
-        "| phantom | Dice | ASSD (mm) | node sensitivity | node precision |",
-        "|---|---|---|---|---|",
-    ] + [f"| {r['seed']} | {r['dice']:.3f} | {r['assd_mm']:.2f} | {r['sensitivity']:.2f} | {r['precision']:.2f} |" for r in held["cases"]] + [
+    ] + heldout_table(held) + [
         "",
         f"Median Dice **{held['dice_median']:.3f}**, median ASSD **{held['assd_mm_median']:.2f} mm** "
         f"(mean node sensitivity {held['node_sensitivity_mean']:.2f}, precision {held['node_precision_mean']:.2f}). "
@@ -218,9 +223,7 @@ def write_model_card_md(folder: Path, metrics: dict, config) -> None:
         f"Seeds {held['seeds']} at 512x512x110, 0.8x0.8x3 mm, segmented with the `lnq segment` pipeline, scored with "
         "`LymphNodeQuantLib.evaluate` (LNQ2023 rules).",
         "",
-        "| phantom | Dice | ASSD (mm) | node sensitivity | node precision |",
-        "|---|---|---|---|---|",
-    ] + [f"| {r['seed']} | {r['dice']:.3f} | {r['assd_mm']:.2f} | {r['sensitivity']:.2f} | {r['precision']:.2f} |" for r in held["cases"]] + [
+    ] + heldout_table(held) + [
         "",
         f"Median Dice {held['dice_median']:.3f}, median ASSD {held['assd_mm_median']:.2f} mm.",
         "",
