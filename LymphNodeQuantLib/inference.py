@@ -1,10 +1,13 @@
 """Segment lymph nodes in a CT: the engine behind ``lnq segment`` and the Slicer module.
 
-Pipeline (:func:`segment_volume`): check the CT -> crop to the mediastinum (lungs found by
-intensity; optional) -> resample to the model's spacing -> clip + z-score -> sliding-window
-inference (Gaussian blending, optional mirroring TTA) -> resample the node probability back to
-the CT grid -> threshold -> connected components, small ones dropped -> label map on the
-original grid (one id per node, or binary).
+Pipeline (:func:`segment_volume`): check the CT -> find the lungs and the mediastinum
+(:mod:`.anatomy`) -> crop to the mediastinum (optional) -> resample to the model's spacing ->
+clip + z-score -> sliding-window inference (Gaussian blending, optional mirroring TTA) -> resample
+the node probability back to the CT grid -> threshold -> connected components -> drop candidates
+that cannot be nodes (too small; with the anatomy filter also mostly air/lung, mostly bone or
+contrast, outside the mediastinum; :func:`.postprocess.filter_candidates`) -> label map on the
+original grid (one id per node, or binary). A scan without a mediastinum is reported as such and
+not segmented while the anatomy filter is on.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ import numpy as np
 from .errors import InputError
 from .geometry import Volume
 from .models.model_folder import LoadedModel, ModelCard, load_model
-from .postprocess import label_instances, threshold_probability
+from .anatomy import find_chest_anatomy
+from .postprocess import DROP_REASONS, filter_candidates, label_instances, threshold_probability
 from .preprocessing import check_ct, crop_volume, find_mediastinum_box, normalize_ct, resample_volume
 from .progress import CancelToken, ProgressCallback, StageProgress
 from .sliding_window import WindowPredictor, sliding_window_probability
@@ -40,6 +44,11 @@ class SegmentationResult:
     #: (start_zyx, stop_zyx) of the region the network saw, in CT indices
     crop_box_zyx: Optional[tuple[tuple[int, int, int], tuple[int, int, int]]] = None
     timings_s: dict = field(default_factory=dict)
+    #: candidates dropped by the post-processing rules: {reason: count} (postprocess.DROP_REASONS)
+    dropped_candidates: dict = field(default_factory=dict)
+    #: False when the CT shows no mediastinum (then no node is reported while the anatomy filter is on)
+    has_mediastinum: bool = True
+    anatomy_filter: bool = True
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -99,6 +108,7 @@ def segment_volume(
     device: str = "auto",
     *,
     crop_to_mediastinum: bool = True,
+    anatomy_filter: Optional[bool] = None,
     overlap: float = 0.5,
     tta: bool = False,
     min_node_volume_mm3: Optional[float] = None,
@@ -110,8 +120,9 @@ def segment_volume(
 ) -> SegmentationResult:
     """Segment the lymph nodes of ``ct`` with ``model`` (installed name, folder path, or a LoadedModel).
 
-    ``min_node_volume_mm3`` and ``threshold`` default to the model card's postprocessing values.
-    Progress is reported as (fraction, stage); ``cancel`` is checked between stages and windows.
+    ``min_node_volume_mm3``, ``threshold`` and ``anatomy_filter`` default to the model card's
+    postprocessing values. Progress is reported as (fraction, stage); ``cancel`` is checked between
+    stages and windows.
     """
     if output not in OUTPUT_KINDS:
         raise InputError(f"output must be one of {OUTPUT_KINDS}, got '{output}'.")
@@ -122,88 +133,106 @@ def segment_volume(
 
     report(0.0, "checking input")
     check_ct(ct)
-    device_name = resolve_device(device)
-    if isinstance(model, LoadedModel):
-        loaded = model
-        if str(loaded.device) != device_name:
-            loaded.network.to(device_name)
-            loaded.device = device_name
-    else:
-        report(0.01, "loading model")
-        loaded = load_model(model, device=device_name)
+    loaded = _load(model, resolve_device(device), report)
     card = loaded.card
-    postprocessing = card.postprocessing
-    min_volume = float(postprocessing["min_node_volume_mm3"] if min_node_volume_mm3 is None else min_node_volume_mm3)
-    threshold = float(postprocessing["threshold"] if threshold is None else threshold)
-    if cancel is not None:
-        cancel.raise_if_cancelled()
+    post = card.postprocessing
+    min_volume = float(post["min_node_volume_mm3"] if min_node_volume_mm3 is None else min_node_volume_mm3)
+    threshold = float(post["threshold"] if threshold is None else threshold)
+    anatomy_filter = bool(post.get("anatomy_filter", True) if anatomy_filter is None else anatomy_filter)
+    if not card.validated_on_patient_data:
+        messages.append(f"Model {card.title} is not validated on annotated patient CT (see its MODEL_CARD.md): "
+                        "check every outline; not for diagnosis.")
+    _check_cancel(cancel)
 
-    # ---------------------------------------------------------------- crop and resample
-    report(0.03, "cropping")
-    if crop_to_mediastinum and card.crop == "mediastinum":
-        margin_mm = float(card.data["input"].get("crop_margin_mm", 20.0))
-        box = find_mediastinum_box(ct, margin_mm=margin_mm, messages=messages)
+    report(0.02, "finding the mediastinum")
+    use_crop = crop_to_mediastinum and card.crop == "mediastinum"
+    anatomy = find_chest_anatomy(ct) if (use_crop or anatomy_filter) else None
+    dtype = np.uint16 if output == "instances" else np.uint8
+    if anatomy_filter and not anatomy.has_mediastinum:
+        messages.extend(anatomy.messages)
+        messages.append("No mediastinal lymph nodes reported, because this scan has no mediastinum; to segment it anyway "
+                        "turn the anatomy filter off (lnq segment --no-anatomy-filter).")
+        report(1.0, "done")
+        return SegmentationResult(ct.with_array(np.zeros(ct.geometry.shape_zyx, dtype)), card, str(loaded.device), messages,
+                                  0, None, {"total": time.perf_counter() - started}, {r: 0 for r in DROP_REASONS}, False, True)
+    if use_crop:
+        box = find_mediastinum_box(ct, margin_mm=float(card.data["input"].get("crop_margin_mm", 20.0)), messages=messages,
+                                   anatomy=anatomy)
     else:
         box = ((0, 0, 0), ct.geometry.shape_zyx)
         messages.append("Mediastinum crop off: the network sees the whole volume.")
     region = crop_volume(ct, *box)
-    report(0.06, "resampling")
-    resampled = resample_volume(region, card.spacing_zyx_mm, "linear", default_value=float(np.min(region.array)))
-    image = normalize_ct(resampled.array, card.normalization)
-    model_geometry = resampled.geometry
-    del resampled
-    timings["preprocess"] = time.perf_counter() - started
-    if cancel is not None:
-        cancel.raise_if_cancelled()
+    probability, model_geometry, device_name = _network_probability(region, loaded, overlap, tta, batch_size, report, cancel, timings, messages)
 
-    # ---------------------------------------------------------------- sliding window
-    predictor = WindowPredictor(
-        loaded.network, loaded.device, foreground_channel=card.foreground_channel, batch_size=batch_size, messages=messages
-    )
-    t0 = time.perf_counter()
-    probability = sliding_window_probability(
-        _model_input_array(card, image),
-        predictor,
-        card.patch_size_zyx,
-        overlap=overlap,
-        tta=tta,
-        progress=report.sub(0.1, 0.9),
-        cancel=cancel,
-        pad_value=float(image.min()),
-    )
-    probability = _from_model_axes(card, probability)
-    del image
-    timings["inference"] = time.perf_counter() - t0
-    if predictor.device.type != loaded.device.split(":")[0]:
-        loaded.device = str(predictor.device)
-
-    # ---------------------------------------------------------------- back to the CT grid
     report(0.9, "resampling back")
     t0 = time.perf_counter()
     region_mask = probability_to_mask(Volume(probability, model_geometry), region.geometry, threshold, cancel)
     del probability
-    if cancel is not None:
-        cancel.raise_if_cancelled()
-
+    _check_cancel(cancel)
     report(0.95, "postprocessing")
-    # components inside the box only (nothing is found outside it): no full-size label copies
-    region_instances, count = label_instances(region_mask, ct.geometry.spacing_zyx_mm, min_volume)
+    candidates, _ = label_instances(region_mask, ct.geometry.spacing_zyx_mm)
     del region_mask
-    dtype = np.uint16 if output == "instances" else np.uint8
+    inside = anatomy.mediastinum_in_box(*box) if anatomy_filter else None
+    region_instances, count, dropped = filter_candidates(
+        candidates, region.array if anatomy_filter else None, inside, ct.geometry.spacing_zyx_mm, min_volume,
+        int(post.get("min_node_voxels", 1)))
+    del candidates, inside
     labels = np.zeros(ct.geometry.shape_zyx, dtype)
     (z0, y0, x0), (z1, y1, x1) = box
     labels[z0:z1, y0:y1, x0:x1] = region_instances if output == "instances" else (region_instances > 0)
     del region_instances
     timings["postprocess"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - started
-    messages.append(f"{count} lymph node(s) found (components under {min_volume:g} mm3 dropped).")
+    messages.append(describe_dropped(count, dropped, min_volume, anatomy_filter))
     report(1.0, "done")
-    return SegmentationResult(
-        labels=ct.with_array(labels),
-        model_card=card,
-        device=str(predictor.device),
-        messages=messages,
-        node_count=count,
-        crop_box_zyx=(tuple(box[0]), tuple(box[1])),
-        timings_s=timings,
+    return SegmentationResult(ct.with_array(labels), card, device_name, messages, count,
+                              (tuple(box[0]), tuple(box[1])), timings, dropped, True, anatomy_filter)
+
+
+def describe_dropped(count: int, dropped: dict, min_volume_mm3: float, anatomy_filter: bool) -> str:
+    """One line: nodes found and candidates dropped per reason."""
+    parts = [f"{n} {reason.replace('_', ' ')}" for reason, n in dropped.items() if n]
+    text = f"{count} lymph node(s) found"
+    if parts:
+        text += f"; candidates dropped: {', '.join(parts)}"
+    text += f" (minimum node {min_volume_mm3:g} mm3; anatomy filter {'on' if anatomy_filter else 'off'})."
+    return text
+
+
+def _check_cancel(cancel: Optional[CancelToken]) -> None:
+    if cancel is not None:
+        cancel.raise_if_cancelled()
+
+
+def _load(model, device_name: str, report) -> LoadedModel:
+    if isinstance(model, LoadedModel):
+        if str(model.device) != device_name:
+            model.network.to(device_name)
+            model.device = device_name
+        return model
+    report(0.01, "loading model")
+    return load_model(model, device=device_name)
+
+
+def _network_probability(region: Volume, loaded: LoadedModel, overlap, tta, batch_size, report, cancel, timings, messages):
+    """Resample + normalise ``region`` and run the sliding window: (probability, its geometry, device used)."""
+    card = loaded.card
+    t0 = time.perf_counter()
+    report(0.06, "resampling")
+    resampled = resample_volume(region, card.spacing_zyx_mm, "linear", default_value=float(np.min(region.array)))
+    image = normalize_ct(resampled.array, card.normalization)
+    model_geometry = resampled.geometry
+    del resampled
+    timings["preprocess"] = time.perf_counter() - t0
+    _check_cancel(cancel)
+    predictor = WindowPredictor(loaded.network, loaded.device, foreground_channel=card.foreground_channel,
+                                batch_size=batch_size, messages=messages)
+    t0 = time.perf_counter()
+    probability = sliding_window_probability(
+        _model_input_array(card, image), predictor, card.patch_size_zyx, overlap=overlap, tta=tta,
+        progress=report.sub(0.1, 0.9), cancel=cancel, pad_value=float(image.min()),
     )
+    timings["inference"] = time.perf_counter() - t0
+    if predictor.device.type != loaded.device.split(":")[0]:
+        loaded.device = str(predictor.device)
+    return _from_model_axes(card, probability), model_geometry, str(predictor.device)

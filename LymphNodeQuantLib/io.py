@@ -86,6 +86,12 @@ def _full_suffix(path: Path) -> str:
     return path.suffix
 
 
+def _current_umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: PathLike, write_to, overwrite: bool = False) -> Path:
     """Call ``write_to(temporary_path)`` then move the result onto ``path``.
 
@@ -98,6 +104,9 @@ def atomic_write(path: PathLike, write_to, overwrite: bool = False) -> Path:
     os.close(handle)
     try:
         write_to(Path(temporary))
+        # mkstemp creates the file 0600; give it the permissions any new file gets (0666 minus the umask)
+        # so a colleague's or Slicer's process under another user can read it
+        os.chmod(temporary, 0o666 & ~_current_umask())
         if path.exists() and not overwrite:  # created by someone else meanwhile
             raise OutputExistsError(f"'{path}' appeared while writing; nothing was overwritten.")
         os.replace(temporary, path)

@@ -1,8 +1,8 @@
 """CT preprocessing shared by inference and training (so both see identical inputs).
 
 * :func:`check_ct` refuses inputs that are not a 3-D CT in Hounsfield units.
-* :func:`find_mediastinum_box` finds the lungs by intensity and returns the box spanning both
-  lungs and the mediastinum between them, padded by a margin.
+* :func:`find_mediastinum_box` returns the box around the mediastinum found from the CT
+  (:mod:`LymphNodeQuantLib.anatomy`), padded by a margin.
 * :func:`resample_volume` / :func:`resample_to_geometry` change the voxel grid (SimpleITK).
 * :func:`normalize_ct` clips to an HU window then z-scores (as the LNQ2023 teams did).
 """
@@ -15,14 +15,6 @@ import numpy as np
 
 from .errors import InputError
 from .geometry import ImageGeometry, Volume
-
-#: HU below which a voxel counts as air/lung when looking for the lungs
-AIR_THRESHOLD_HU = -400.0
-#: fewer lung voxels than this (in ml) means "no lungs in this image"
-MIN_LUNG_VOLUME_ML = 100.0
-#: working resolution of the lung search (mm); coarse is enough to find a bounding box
-_LUNG_SEARCH_SPACING_MM = 4.0
-
 
 def check_ct(volume: Volume) -> None:
     """Raise :class:`InputError` unless ``volume`` looks like a 3-D CT in Hounsfield units."""
@@ -48,68 +40,29 @@ def check_ct(volume: Volume) -> None:
         )
 
 
-def _largest_components(mask: np.ndarray, count: int, min_voxels: int) -> np.ndarray:
-    import cc3d
-
-    labels, n = cc3d.connected_components(mask, connectivity=6, return_N=True)
-    if n == 0:
-        return np.zeros_like(mask)
-    sizes = np.bincount(labels.ravel())[1:]
-    order = np.argsort(sizes)[::-1][:count]
-    keep = [index + 1 for index in order if sizes[index] >= min_voxels]
-    return np.isin(labels, keep)
-
-
-def find_lungs(ct: Volume) -> tuple[np.ndarray, tuple[int, int, int]]:
-    """Coarse lung mask (on a grid subsampled by the returned integer step per axis).
-
-    Air-like voxels (< -400 HU) that are not connected to the image's in-plane border (outside
-    air, the table, the scanner's field-of-view padding), keeping the two largest components.
-    """
-    step = tuple(max(1, int(round(_LUNG_SEARCH_SPACING_MM / s))) for s in ct.geometry.spacing_zyx_mm)
-    coarse = ct.array[:: step[0], :: step[1], :: step[2]]
-    air = coarse < AIR_THRESHOLD_HU
-    import cc3d
-
-    labels = cc3d.connected_components(air, connectivity=6)
-    border = np.zeros_like(air)
-    border[:, 0, :] = border[:, -1, :] = border[:, :, 0] = border[:, :, -1] = True
-    outside = np.unique(labels[border & air])
-    inside_air = air & ~np.isin(labels, outside[outside > 0])
-    voxel_ml = float(np.prod(np.asarray(ct.geometry.spacing_zyx_mm) * step)) / 1000.0
-    lungs = _largest_components(inside_air, count=2, min_voxels=max(1, int(5.0 / voxel_ml)))
-    return lungs, step
-
-
 def find_mediastinum_box(
-    ct: Volume, margin_mm: float = 20.0, messages: Optional[list] = None
+    ct: Volume, margin_mm: float = 20.0, messages: Optional[list] = None, anatomy=None
 ) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
-    """Index box ``(start_zyx, stop_zyx)`` (stop exclusive) around both lungs and the mediastinum.
+    """Index box ``(start_zyx, stop_zyx)`` (stop exclusive) around the mediastinum, padded by ``margin_mm``.
 
-    The box spans the lungs (which enclose the mediastinum left-right and, with the chest wall,
-    front-back) padded by ``margin_mm``. Without lungs in the image (e.g. a CT already cropped to
-    the mediastinum) the whole volume is returned and a note appended to ``messages``.
+    The mediastinum is found from the CT itself (:func:`LymphNodeQuantLib.anatomy.find_chest_anatomy`,
+    or pass its result as ``anatomy``). Without one (no lungs, or a scan without a mediastinum) the
+    whole volume is returned and a note appended to ``messages``.
     """
-    shape = np.asarray(ct.geometry.shape_zyx)
-    lungs, step = find_lungs(ct)
-    voxel_ml = float(np.prod(np.asarray(ct.geometry.spacing_zyx_mm) * step)) / 1000.0
-    lung_ml = float(lungs.sum()) * voxel_ml
-    if lung_ml < MIN_LUNG_VOLUME_ML:
+    from .anatomy import find_chest_anatomy
+
+    anatomy = anatomy if anatomy is not None else find_chest_anatomy(ct)
+    shape = tuple(int(s) for s in ct.geometry.shape_zyx)
+    if not anatomy.mediastinum.any():
         if messages is not None:
-            messages.append(
-                f"No lungs found (air inside the body {lung_ml:.0f} ml < {MIN_LUNG_VOLUME_ML:.0f} ml): "
-                "not cropping to the mediastinum, using the whole volume."
-            )
-        return (0, 0, 0), tuple(int(s) for s in shape)  # type: ignore[return-value]
-    where = np.nonzero(lungs)
-    low = np.array([w.min() for w in where]) * step
-    high = (np.array([w.max() for w in where]) + 1) * step
-    margin = np.ceil(margin_mm / np.asarray(ct.geometry.spacing_zyx_mm)).astype(int)
-    start = [int(v) for v in np.clip(low - margin, 0, shape)]
-    stop = [int(v) for v in np.clip(high + margin, 0, shape)]
+            messages.extend(anatomy.messages)
+            messages.append("Not cropping to the mediastinum: using the whole volume.")
+        return (0, 0, 0), shape  # type: ignore[return-value]
+    start, stop = anatomy.mediastinum_box(ct.geometry.spacing_zyx_mm, margin_mm)
     if messages is not None:
-        messages.append(f"Cropped to the mediastinum box {start}..{stop} (z, y, x) around {lung_ml:.0f} ml of lung.")
-    return tuple(int(v) for v in start), tuple(int(v) for v in stop)  # type: ignore[return-value]
+        messages.append(f"Cropped to the mediastinum box {list(start)}..{list(stop)} (z, y, x) between "
+                        f"{anatomy.lung_volume_ml:.0f} ml of lung.")
+    return start, stop  # type: ignore[return-value]
 
 
 def crop_volume(volume: Volume, start_zyx: Sequence[int], stop_zyx: Sequence[int]) -> Volume:

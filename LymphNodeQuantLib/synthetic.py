@@ -39,6 +39,14 @@ ANATOMY_LABELS = {
     9: "esophagus",
     10: "vertebrae",
     11: "lymph_node",
+    12: "rib",
+    13: "sternum",
+    14: "costal_cartilage",
+    15: "clavicle",
+    16: "liver",
+    17: "stomach",
+    18: "bowel",
+    19: "thyroid",
 }
 ANATOMY_IDS = {name: value for value, name in ANATOMY_LABELS.items()}
 
@@ -189,6 +197,8 @@ def make_phantom(
     contrast: Optional[bool] = None,
     origin_lps_mm: Optional[Sequence[float]] = None,
     direction_lps: Optional[np.ndarray] = None,
+    extended_anatomy: bool = False,
+    scan_range: Optional[tuple[float, float]] = None,
 ) -> Phantom:
     """Build a seedable synthetic chest CT phantom.
 
@@ -203,6 +213,12 @@ def make_phantom(
         noise_hu, blur_mm: Gaussian noise (HU) and Gaussian blur (mm, sigma) of the CT.
         contrast: contrast-enhanced vessels (default: random per seed, 80% enhanced).
         origin_lps_mm, direction_lps: geometry of the written grid (default: centred, axial).
+        extended_anatomy: also ribs with cortical shells and costal cartilage, sternum, clavicles,
+            upper abdomen (liver, stomach with gas, bowel) and neck (narrow body, thyroid), with
+            CT-like correlated noise: the structures the basic phantom lacks and real scans have.
+        scan_range: the scanned part of the body in chest fractions (0 = lung bases, 1 = lung
+            apices); default (0, 1), or drawn from (-0.45..0.05, 0.95..1.35) with ``extended_anatomy``
+            so scans start in the abdomen and stop in the neck at random.
     """
     rng = np.random.default_rng(seed)
     shape = tuple(int(s) for s in shape_zyx)
@@ -218,8 +234,14 @@ def make_phantom(
     hu = np.full(shape, -1000.0, dtype=np.float32)
     anatomy = np.zeros(shape, dtype=np.uint8)
 
-    def zmm(fraction: float) -> float:  # fraction of the scan's height (0 = inferior end)
-        return fraction * extent_z
+    extra_rng = np.random.default_rng([seed, 1])  # extended anatomy: the basic phantom's draws stay as they were
+    if scan_range is None:
+        scan_range = (float(extra_rng.uniform(-0.45, 0.05)), float(extra_rng.uniform(0.95, 1.35))) if extended_anatomy else (0.0, 1.0)
+    range_low, range_high = float(scan_range[0]), float(scan_range[1])
+    z_low, z_high = min(-0.05, range_low - 0.05), max(1.05, range_high + 0.05)  # tubes run through the whole scan
+
+    def zmm(fraction: float) -> float:  # chest fraction (0 = lung bases, 1 = apices) -> mm from slice 0
+        return (fraction - range_low) / (range_high - range_low) * extent_z
 
     # Body: elliptic cylinder; chest wall muscle ring with subcutaneous fat.
     body_a, body_b = 170.0 * scale, 120.0 * scale  # x, y semi-axes
@@ -236,7 +258,7 @@ def make_phantom(
     anatomy[:, body_2d] = ANATOMY_IDS["body"]
 
     # Lungs: per-slice ellipses whose size follows a dome (apex superior, base inferior).
-    z_frac = (np.arange(shape[0]) + 0.5) / shape[0]
+    z_frac = range_low + (np.arange(shape[0]) + 0.5) / shape[0] * (range_high - range_low)
     lung_a, lung_b = 68.0 * scale, 95.0 * scale
     lung_offset_x = 82.0 * scale
     for k, t in enumerate(z_frac):
@@ -268,8 +290,8 @@ def make_phantom(
     s = scale
     # Vertebral bodies (posterior, midline) with cortical shell; spinal canal left as fat-ish.
     spine_y = body_cy + 75 * s
-    tube([(zmm(-0.05), spine_y, cx), (zmm(1.05), spine_y, cx)], 20 * s, 700.0, "vertebrae")
-    tube([(zmm(-0.05), spine_y, cx), (zmm(1.05), spine_y, cx)], 17 * s, 260.0, "vertebrae")
+    tube([(zmm(z_low), spine_y, cx), (zmm(z_high), spine_y, cx)], 20 * s, 700.0, "vertebrae")
+    tube([(zmm(z_low), spine_y, cx), (zmm(z_high), spine_y, cx)], 17 * s, 260.0, "vertebrae")
     # Heart: ellipsoid, anterior-left, inferior; blood pool enhanced with contrast.
     heart_center = (zmm(0.2), body_cy - 15 * s, cx + 20 * s)
     box, mask = _ellipsoid(canvas, heart_center, (70 * s, 55 * s, 62 * s))
@@ -280,7 +302,7 @@ def make_phantom(
         hu[box2][mask2] = vessel_hu * 0.8 if contrast else 42.0
     # Trachea (air, soft-tissue wall) down to the carina, then main bronchi.
     carina = (zmm(0.58), body_cy + 20 * s, cx)
-    trachea = [(zmm(1.05), body_cy + 15 * s, cx), carina]
+    trachea = [(zmm(z_high), body_cy + 15 * s, cx), carina]
     tube(trachea, 10 * s, 40.0, "trachea")
     tube(trachea, 8 * s, -1000.0, "trachea")
     for sign in (1.0, -1.0):
@@ -288,7 +310,7 @@ def make_phantom(
         tube(bronchus, 7 * s, 40.0, "trachea")
         tube(bronchus, 5.5 * s, -1000.0, "trachea")
     # Oesophagus: soft tissue tube (the hardest distractor: same density as nodes), slight air.
-    esophagus = [(zmm(-0.05), body_cy + 48 * s, cx + 12 * s), (zmm(0.55), body_cy + 40 * s, cx + 5 * s), (zmm(1.05), body_cy + 38 * s, cx + 4 * s)]
+    esophagus = [(zmm(z_low), body_cy + 48 * s, cx + 12 * s), (zmm(0.55), body_cy + 40 * s, cx + 5 * s), (zmm(z_high), body_cy + 38 * s, cx + 4 * s)]
     tube(esophagus, 8 * s, 38.0, "esophagus")
     if rng.random() < 0.5:
         tube(esophagus, 2 * s, -900.0, "esophagus")
@@ -299,19 +321,22 @@ def make_phantom(
         (zmm(0.76), body_cy + 0 * s, cx + 5 * s),
         (zmm(0.72), body_cy + 30 * s, cx + 28 * s),
         (zmm(0.55), body_cy + 52 * s, cx + 30 * s),
-        (zmm(-0.05), body_cy + 55 * s, cx + 25 * s),
+        (zmm(z_low), body_cy + 55 * s, cx + 25 * s),
     ]
     tube(aorta, [15 * s, 15 * s, 14 * s, 13 * s, 12 * s, 11 * s], vessel_hu, "aorta")
     # Arch branches towards the neck.
     for dx in (-12, 0, 12):
-        tube([(zmm(0.75), body_cy + 2 * s, cx + dx * s), (zmm(1.05), body_cy + 5 * s, cx + dx * 2.2 * s)], 5 * s, vessel_hu, "aorta")
+        tube([(zmm(0.75), body_cy + 2 * s, cx + dx * s), (zmm(z_high), body_cy + 5 * s, cx + dx * 2.2 * s)], 5 * s, vessel_hu, "aorta")
     # Pulmonary trunk and arteries (anterior-left of the ascending aorta, below the arch).
     trunk = [(zmm(0.33), body_cy - 25 * s, cx + 28 * s), (zmm(0.52), body_cy - 12 * s, cx + 25 * s)]
     tube(trunk, 13 * s, vessel_hu, "pulmonary_artery")
     for end_x in (58, -52):
         tube([(zmm(0.52), body_cy - 12 * s, cx + 25 * s), (zmm(0.5), body_cy + 5 * s, cx + end_x * s)], 9 * s, vessel_hu, "pulmonary_artery")
     # Superior vena cava (right, anterior), brighter in the venous inflow phase.
-    tube([(zmm(0.4), body_cy - 10 * s, cx - 30 * s), (zmm(1.05), body_cy - 8 * s, cx - 28 * s)], 10 * s, venous_hu, "superior_vena_cava")
+    tube([(zmm(0.4), body_cy - 10 * s, cx - 30 * s), (zmm(z_high), body_cy - 8 * s, cx - 28 * s)], 10 * s, venous_hu, "superior_vena_cava")
+    if extended_anatomy:
+        _add_extended_anatomy(hu, anatomy, canvas, zmm, z_frac, extra_rng, contrast,
+                              (cx, body_cy, body_a, body_b, s), (x, y), tube)
 
     # Lymph nodes in the remaining mediastinal fat.
     occupied = anatomy != ANATOMY_IDS["body"]
@@ -396,7 +421,11 @@ def make_phantom(
     # Image formation: partial-volume blur then noise.
     if blur_mm > 0:
         hu = ndimage.gaussian_filter(hu, sigma=blur_mm / canvas.spacing, mode="nearest")
-    hu += rng.normal(0.0, noise_hu, size=shape).astype(np.float32)
+    noise = rng.normal(0.0, noise_hu, size=shape).astype(np.float32)
+    if extended_anatomy:  # CT noise is spatially correlated in-plane (reconstruction kernel)
+        noise = ndimage.gaussian_filter(noise, sigma=(0.0, 0.7, 0.7))
+        noise *= np.float32(noise_hu / max(float(noise.std()), 1e-6))
+    hu += noise
     ct = np.clip(np.rint(hu), -1024, 3071).astype(np.int16)
 
     if origin_lps_mm is None:
@@ -409,6 +438,69 @@ def make_phantom(
         anatomy_labels=Volume(anatomy, geometry),
         nodes=nodes,
     )
+
+
+def _add_extended_anatomy(hu, anatomy, canvas, zmm, z_frac, rng, contrast, body, grid, tube) -> None:
+    """Ribs, costal cartilage, sternum, clavicles, upper abdomen and neck (see ``make_phantom``)."""
+    cx, body_cy, body_a, body_b, s = body
+    x, y = grid
+    fat = ANATOMY_IDS["body"]
+
+    def paint(pieces, value, name, only_fat=True):
+        for box, mask in pieces:
+            if only_fat:
+                mask = mask & (anatomy[box] == fat)
+            hu[box][mask] = value
+            anatomy[box][mask] = ANATOMY_IDS[name]
+
+    # Neck: above the apices the body narrows to the neck (muscle, a little fat), thyroid by the trachea.
+    neck = (((x - cx) / (62 * s)) ** 2 + ((y - body_cy - 20 * s) / (55 * s)) ** 2) <= 1.0
+    for k in np.flatnonzero(z_frac > 1.03):
+        outside = ~neck & (anatomy[k] == fat)
+        hu[k][outside], anatomy[k][outside] = -1000.0, 0
+        hu[k][neck & (anatomy[k] == fat)] = 35.0
+    for sign in (1.0, -1.0):
+        box, mask = _ellipsoid(canvas, (zmm(1.1), body_cy + 8 * s, cx + sign * 16 * s), (22 * s, 9 * s, 8 * s))
+        if box is not None:
+            paint([(box, mask)], 110.0 if contrast else 90.0, "thyroid")
+    # Ribs (cortical shell, marrow) along the chest wall, descending anteriorly, costal cartilage to the sternum.
+    a_rib, b_rib = body_a - 9 * s, body_b - 9 * s
+    sternum_y = body_cy - body_b + 13 * s
+    for j in range(11):
+        t_back = 0.98 - 0.09 * j
+        for sign in (1.0, -1.0):
+            angles = np.deg2rad(np.linspace(80, -55, 8))
+            points = [(zmm(t_back - 0.12 * (80 - np.rad2deg(a)) / 135), body_cy + b_rib * np.sin(a), cx + sign * a_rib * np.cos(a))
+                      for a in angles]
+            paint(list(_capsule_chain(canvas, np.array(points), 5.5 * s)), 650.0, "rib")
+            paint(list(_capsule_chain(canvas, np.array(points), 3.5 * s)), 230.0, "rib", only_fat=False)
+            cartilage = [points[-1], (points[-1][0] - zmm(0.02) + zmm(0.0), sternum_y, cx + sign * 14 * s)]
+            calcified = rng.random() < 0.3
+            paint(list(_capsule_chain(canvas, np.array(cartilage), 4.5 * s)), 300.0 if calcified else 120.0, "costal_cartilage")
+    # Sternum: anterior midline bar, cortex and marrow.
+    sternum = np.array([(zmm(0.3), sternum_y, cx), (zmm(0.97), sternum_y - 2 * s, cx)])
+    paint(list(_capsule_chain(canvas, sternum, 9 * s)), 600.0, "sternum")
+    paint(list(_capsule_chain(canvas, sternum, 6.5 * s)), 220.0, "sternum", only_fat=False)
+    for sign in (1.0, -1.0):  # clavicles: sternum top to the shoulders
+        clavicle = np.array([(zmm(0.97), sternum_y, cx + sign * 12 * s), (zmm(1.02), body_cy - 40 * s, cx + sign * 150 * s)])
+        paint(list(_capsule_chain(canvas, clavicle, 7 * s)), 650.0, "clavicle")
+    # Upper abdomen below the lung bases: liver (right), stomach with an air-fluid level (left), bowel gas.
+    liver_hu = rng.uniform(95, 125) if contrast else rng.uniform(50, 65)
+    box, mask = _ellipsoid(canvas, (zmm(-0.12), body_cy, cx - 40 * s), (0.22 * abs(zmm(1) - zmm(0)), 85 * s, 85 * s))
+    if box is not None:
+        paint([(box, mask)], liver_hu, "liver")
+    stomach_centre = (zmm(-0.1), body_cy - 25 * s, cx + 60 * s)
+    box, mask = _ellipsoid(canvas, stomach_centre, (0.12 * abs(zmm(1) - zmm(0)), 40 * s, 35 * s))
+    if box is not None:
+        paint([(box, mask)], 20.0, "stomach")
+        gas = mask & (canvas.coordinates(box)[1] < stomach_centre[1] - 10 * s)  # anterior part (supine: gas rises)
+        hu[box][gas] = -1000.0
+    for _ in range(4):
+        start = np.array([zmm(rng.uniform(-0.45, -0.2)), body_cy + rng.uniform(-70, 30) * s, cx + rng.uniform(-90, 90) * s])
+        points = np.array([start, start + rng.normal(0, 35, 3) * np.array([0.3, s, s])])
+        paint(list(_capsule_chain(canvas, points, rng.uniform(10, 16) * s)), 25.0, "bowel")
+        for box, mask in _capsule_chain(canvas, points, rng.uniform(5, 8) * s):
+            hu[box][mask & (anatomy[box] == ANATOMY_IDS["bowel"])] = -1000.0
 
 
 def write_lnq_case(

@@ -239,7 +239,7 @@ def load_module():
 
 
 # ---------------------------------------------------------------------------- fixtures
-PACKAGED_MODEL_DIR = MODULE_DIR / "Resources" / "Models" / "lnq-phantom-unet"
+PACKAGED_MODEL_DIR = MODULE_DIR / "Resources" / "Models" / "lnq-chest-unet"
 
 
 def _packaged_model() -> str:

@@ -86,3 +86,21 @@ def test_real_ct_nrrd_and_dicom_series_agree(shared_data):
     assert from_nrrd.array.shape == (79, 64, 64)
     assert from_dicom.geometry.same_grid(from_nrrd.geometry, tolerance_mm=0.05)
     assert np.abs(from_dicom.array.astype(int) - from_nrrd.array.astype(int)).max() <= 1
+
+
+def test_written_files_honour_the_umask(tmp_path):
+    import os
+    import stat
+
+    volume = Volume(np.zeros((2, 3, 4), np.uint8), ImageGeometry((2, 3, 4), (1.0, 1.0, 1.0)))
+    previous = os.umask(0o027)
+    try:
+        path = write_volume(tmp_path / "a.nrrd", volume)
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640  # 0666 minus umask 027 (not mkstemp's 0600)
+    os.umask(0o022)
+    try:
+        assert stat.S_IMODE(write_volume(tmp_path / "b.nii.gz", volume).stat().st_mode) == 0o644
+    finally:
+        os.umask(previous)

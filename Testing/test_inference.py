@@ -40,7 +40,8 @@ def bright_card(spacing=(3.0, 3.5, 3.5), crop="none", patch=(16, 32, 32)):
             "crop": crop,
         },
         "labels": [],
-        "postprocessing": {"threshold": 0.5, "min_node_volume_mm3": 0.0},
+        # the mechanics tests below look at every candidate; test_anatomy_filter_* turns the filter on
+        "postprocessing": {"threshold": 0.5, "min_node_volume_mm3": 0.0, "min_node_voxels": 1, "anatomy_filter": False},
         "weights": {"file": "-", "sha256": "-", "size_bytes": 0},
     }
     return ModelCard.from_dict(data)
@@ -86,6 +87,38 @@ def test_instances_numbered_and_small_ones_dropped(phantom):
     assert 0 < filtered.node_count < everything.node_count
     for node in range(1, filtered.node_count + 1):
         assert (filtered.labels.array == node).sum() * phantom.ct.geometry.voxel_volume_mm3 >= 500
+
+
+def test_anatomy_filter_drops_bone_and_keeps_only_mediastinal_soft_tissue(phantom):
+    bright = LoadedModel(bright_card(crop="mediastinum"), BrightVoxelNetwork(level=3.0), "cpu")  # > 300 HU: bone, contrast
+    result = segment_volume(phantom.ct, bright, "cpu", anatomy_filter=True)
+    unfiltered = segment_volume(phantom.ct, bright, "cpu")
+    assert unfiltered.node_count > 0 and result.node_count == 0
+    assert result.dropped_candidates["bone_or_contrast"] > 0
+    assert sum(result.dropped_candidates.values()) == unfiltered.node_count
+    assert "bone or contrast" in result.messages[-1] and "anatomy filter on" in result.messages[-1]
+    soft = LoadedModel(bright_card(crop="mediastinum"), BrightVoxelNetwork(level=0.0), "cpu")  # > 0 HU
+    kept = segment_volume(phantom.ct, soft, "cpu", anatomy_filter=True)
+    from LymphNodeQuantLib.anatomy import find_chest_anatomy
+
+    inside = find_chest_anatomy(phantom.ct).mediastinum_in_box((0, 0, 0), phantom.ct.geometry.shape_zyx)
+    labels, hu = kept.labels.array, phantom.ct.array
+    for node in range(1, kept.node_count + 1):
+        assert inside[labels == node].mean() >= 0.5 and -300 <= np.median(hu[labels == node]) <= 200
+    assert kept.dropped_candidates["outside_mediastinum"] > 0  # the chest wall muscle
+
+
+def test_a_scan_without_mediastinum_is_not_segmented(shared_data):
+    from LymphNodeQuantLib.io import read_volume
+
+    abdomen = read_volume(shared_data / "totalseg-example" / "example_ct_sm.nii.gz")
+    soft = LoadedModel(bright_card(crop="mediastinum"), BrightVoxelNetwork(level=0.0), "cpu")
+    result = segment_volume(abdomen, soft, "cpu", anatomy_filter=True)
+    assert result.node_count == 0 and not result.labels.array.any() and result.has_mediastinum is False
+    assert any("No mediastinum in this scan" in m for m in result.messages)
+    assert "--no-anatomy-filter" in result.messages[-1]
+    anyway = segment_volume(abdomen, soft, "cpu", anatomy_filter=False)
+    assert anyway.node_count > 0
 
 
 def test_sliding_window_matches_monai():

@@ -104,4 +104,4 @@ def test_packaged_models_are_registered_for_an_installed_layout(module, tmp_path
 
 def test_model_selector_lists_the_packaged_default_model_first(module, packaged_model):
     models = module.LymphNodeQuantLogic().availableModels()
-    assert models[0][0] == "lnq-phantom-unet", models
+    assert models[0][0] == "lnq-chest-unet", models

@@ -6,6 +6,7 @@ running as a separate process.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 
@@ -64,8 +65,13 @@ def test_background_process_gives_the_same_segmentation_as_the_engine(module, mr
     values = [f for f, _ in fractions]
     assert all(0.0 <= f <= 1.0 for f in values) and values == sorted(values)
     assert all(stage for _, stage in fractions)
-    assert background.GetAttribute("LymphNodeQuant.ModelName") == "lnq-phantom-unet"
+    assert background.GetAttribute("LymphNodeQuant.ModelName") == "lnq-chest-unet"
     assert background.GetAttribute("LymphNodeQuant.ModelVersion")
+    # the post-processing's dropped-candidate counts travel from the engine process onto the node
+    dropped = json.loads(background.GetAttribute("LymphNodeQuant.DroppedCandidates"))
+    assert set(dropped) == {"too_small", "air_or_lung", "bone_or_contrast", "outside_mediastinum"}
+    assert background.GetAttribute("LymphNodeQuant.HasMediastinum") == "true"
+    assert any("lymph node(s) found" in message for message in logic.messages)
 
 
 def test_gui_flow_cancel_midway_kills_the_process_and_leaves_the_scene_unchanged(module, mrml_scene, phantom, packaged_model):
@@ -109,20 +115,20 @@ def test_existing_segmentation_is_replaced_only_when_chosen(module, mrml_scene, 
     replaced = logic.segment(ct, model="default", device="cpu", outputSegmentationNode=manual)
     assert replaced is manual
     assert np.array_equal(_labels(manual, ct).array, engine_labels.array)
-    assert manual.GetAttribute("LymphNodeQuant.ModelName") == "lnq-phantom-unet"
+    assert manual.GetAttribute("LymphNodeQuant.ModelName") == "lnq-chest-unet"
 
 
-def test_a_ct_without_nodes_gives_an_empty_result_not_an_error(module, mrml_scene, phantom, packaged_model):
+def test_a_ct_without_nodes_gives_an_empty_result_not_an_error(module, mrml_scene, packaged_model, shared_data):
+    from LymphNodeQuantLib.io import read_volume
+
     logic = module.LymphNodeQuantLogic()
-    from LymphNodeQuantLib.synthetic import make_phantom
-
-    # The same synthetic chest with no lymph node at all.
-    chest = make_phantom(SHAPE_ZYX, SPACING_ZYX_MM, seed=21, n_nodes=0)
-    assert not chest.node_labels.array.any()
-    ct = _add_ct(mrml_scene, chest.ct, "no nodes")
+    # A real abdominal CT (lung bases only): no mediastinum, so no mediastinal node, and the module says why.
+    ct = _add_ct(mrml_scene, read_volume(shared_data / "totalseg-example" / "example_ct_sm.nii.gz"), "abdomen")
     segmentation = logic.segment(ct, model="default", device="cpu")
     assert segmentation.GetSegmentation().GetNumberOfSegments() == 0
     assert any("No lymph nodes found" in message for message in logic.messages)
+    assert any("No mediastinum in this scan" in message for message in logic.messages)
+    assert segmentation.GetAttribute("LymphNodeQuant.HasMediastinum") == "false"
     table = logic.measure(segmentation, ct)
     assert table.GetNumberOfRows() == 0
     assert table.GetColumnUnitLabel("short_axis_mm") == "mm"

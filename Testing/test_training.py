@@ -167,6 +167,37 @@ def test_totalseg_chest_wall_is_background_and_unlabelled_nodes_stay_unknown():
     assert (target[phantom.partial_labels.array == 1] == 1).all()
 
 
+def test_anatomy_strategy_on_a_real_ct_with_implanted_nodes(shared_data):
+    """Real CT + implanted nodes: implanted = node, chest wall/lung/bone = background, the scan's own
+    mediastinal soft tissue (where its real, unlabelled nodes are) stays out of the loss."""
+    from LymphNodeQuantLib.anatomy import find_chest_anatomy
+    from LymphNodeQuantLib.io import read_volume
+    from LymphNodeQuantLib.training.implant import implant_nodes
+
+    ct = read_volume(shared_data / "totalseg-mediastinum" / "ct_cropped.nii.gz")
+    implanted = implant_nodes(ct, seed=4, n_nodes=4)
+    hu = implanted.ct.array
+    label = (implanted.labels.array > 0).astype(np.uint8)
+    mediastinum = find_chest_anatomy(implanted.ct).mediastinum_in_box((0, 0, 0), hu.shape).astype(np.uint8)
+    target = strategies.anatomy_target(label, hu, mediastinum, (-50.0, 170.0), ct.geometry.spacing_zyx_mm, 20.0)
+    assert (target[label == 1] == 1).all()
+    soft = (hu > -50) & (hu < 170) & (label == 0)
+    assert (target[soft & (mediastinum == 0)] == 0).all()  # chest wall, abdomen: background
+    assert (target[(hu < -400) | (hu > 300)] == 0).all()  # lung, air, bone, dense contrast
+    unknown = target[soft & (mediastinum == 1)]
+    assert unknown.size > 1000 and (unknown == IGNORE).mean() > 0.5  # mediastinal soft tissue: not forced to background
+    # the heart's interior (soft tissue deeper than 20 mm) is background even inside the mediastinum
+    from scipy import ndimage
+
+    depth = ndimage.distance_transform_edt((hu >= -50) & (hu <= 170), sampling=ct.geometry.spacing_zyx_mm)
+    assert (target[(depth > 20.0) & (label == 0)] == 0).all()
+
+
+def test_anatomy_strategy_needs_a_cached_mediastinum(phantom_case):
+    with pytest.raises(InputError, match="mediastinum"):
+        strategies.build_target(CachedCase(**{**phantom_case.__dict__, "mediastinum": None}), tiny_config(), "anatomy")
+
+
 def test_totalseg_strategy_needs_a_map(phantom_case):
     case = CachedCase(**{**phantom_case.__dict__, "totalseg": None})
     with pytest.raises(InputError, match="TotalSegmentator"):
@@ -445,19 +476,49 @@ def test_bad_settings_are_refused():
 
 
 def test_packaged_default_model_states_its_provenance(repo_root):
-    from LymphNodeQuantLib.training.config import default_model_config, default_model_finetune_config
+    from LymphNodeQuantLib.models.model_folder import DEFAULT_MODEL_NAME
+    from LymphNodeQuantLib.training.config import (default_model_config, default_model_finetune_config,
+                                                   default_model_real_config, default_model_real_finetune_config)
 
-    folder = repo_root / "LymphNodeQuant" / "Resources" / "Models" / "lnq-phantom-unet"
+    folder = repo_root / "LymphNodeQuant" / "Resources" / "Models" / DEFAULT_MODEL_NAME
     card = json.loads((folder / "model.json").read_text())
     training = card["training"]
-    assert training["trained_on_real_patient_data"] is False and "NOT trained on real patient data" in training["data"]
+    assert "No patient annotation" in training["data"] and "implanted" in training["data"]
     assert training["command"] == "python benchmarks/train_default_model.py --overwrite"
-    # the one command reproduces these settings: stage 1 from scratch, stage 2 from stage 1's final weights
-    stage1, stage2 = training["stages"]
-    assert stage1["config"] == default_model_config().to_dict()
-    assert stage2["config"]["initial_weights"].endswith("checkpoint_final.pt")
-    assert training["config"] == stage2["config"] == default_model_finetune_config(stage2["config"]["initial_weights"]).to_dict()
-    assert training["strategy"] == "totalseg" and training["seed"] == stage2["config"]["seed"]
+    # the one command reproduces these settings: stages 1-2 on phantoms (kept as benchmarks/pretrained/),
+    # stages 3-4 on real CTs with implanted nodes from stage 2's weights
+    stage1, stage2, stage3, stage4 = training["stages"]
+    # through from_dict: stages 1-2 were recorded before later settings (with their defaults) existed
+    assert TrainingConfig.from_dict(stage1["config"]).to_dict() == default_model_config().to_dict()
+    assert (TrainingConfig.from_dict(stage2["config"]).to_dict()
+            == default_model_finetune_config(stage2["config"]["initial_weights"]).to_dict())
+    pretrained = repo_root / stage3["config"]["initial_weights"]
+    assert pretrained == repo_root / "benchmarks" / "pretrained" / "lnq-phantom-unet" and (pretrained / "model.json").exists()
+    expected = default_model_real_config(stage3["config"]["initial_weights"]).to_dict()
+    assert {**stage3["config"], "num_threads": 0} == {**expected, "num_threads": 0}  # threads do not change the recipe
+    assert stage4["config"]["initial_weights"].endswith("checkpoint_final.pt")
+    expected = default_model_real_finetune_config(stage4["config"]["initial_weights"]).to_dict()
+    assert {**stage4["config"], "num_threads": 0} == {**expected, "num_threads": 0}
+    assert training["strategy"] == "anatomy" and training["seed"] == stage4["config"]["seed"]
     held = card["metrics"]["heldout_phantoms"]
     assert 0.0 <= held["dice_median"] <= 1.0 and len(held["cases"]) == len(held["seeds"])
+    assert (folder / "LIDC-IDRI-ATTRIBUTION.txt").read_text().count("LIDC") >= 2  # CC BY 3.0: derived from LIDC-IDRI
     assert (folder / "MODEL_CARD.md").read_text().count("|") > 10
+
+
+def test_cached_maps_share_the_ct_grid_even_when_their_headers_are_rounded(tmp_path):
+    """A TotalSegmentator map read from NIfTI carries float32-rounded spacing; resampled on its own it
+    could land one voxel off the CT's grid (41 x 1.5 / 3.0 = 20.5 rounds either way)."""
+    from LymphNodeQuantLib.training.cache import preprocess_case
+    from LymphNodeQuantLib.training.dataset import TrainingCase
+
+    ct = Volume(np.full((41, 40, 40), -100, np.int16), ImageGeometry((41, 40, 40), (1.5, 1.5, 1.5)))
+    off = ImageGeometry((41, 40, 40), (1.5000001, 1.5000001, 1.5000001))
+    write_volume(tmp_path / "c-ct.nrrd", ct)
+    write_volume(tmp_path / "c-seg.nrrd", ct.with_array(np.zeros((41, 40, 40), np.uint8)))
+    write_volume(tmp_path / "c-totalseg.nii.gz", Volume(np.ones((41, 40, 40), np.uint8), off))
+    case = TrainingCase("c", tmp_path / "c-ct.nrrd", tmp_path / "c-seg.nrrd", "train", "partial", tmp_path / "c-totalseg.nii.gz")
+    settings = {"spacing_zyx_mm": [3.0, 3.0, 3.0], "normalization": {"mean": 0.0, "std": 100.0}, "crop": "none",
+                "crop_margin_mm": 0.0}
+    arrays = preprocess_case(case, settings)
+    assert arrays["image"].shape == arrays["label"].shape == arrays["totalseg"].shape == arrays["mediastinum"].shape

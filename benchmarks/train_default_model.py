@@ -1,18 +1,22 @@
-"""Regenerate the packaged default model ``lnq-phantom-unet`` with one command (seed fixed).
+"""Regenerate the packaged default model ``lnq-chest-unet`` with one command (seeds fixed).
 
-    python benchmarks/train_default_model.py [--work-dir DIR] [--overwrite]
+    python benchmarks/train_default_model.py [--work-dir DIR] [--overwrite] [--from-scratch]
 
-1. writes the synthetic training phantoms (:func:`training.config.default_model_dataset`) in the
-   LNQ2023 layout with TotalSegmentator-format anatomy maps (partial labels: half the nodes);
-2. trains in two stages, each resuming if interrupted: :func:`training.config.default_model_config`
-   (strategy ``totalseg``), then :func:`training.config.default_model_finetune_config` from its final
-   weights (a warm restart at a lower learning rate);
-3. scores the model end to end (``segment_volume``, the ``lnq segment`` pipeline, on the CT grid)
-   on fully labelled held-out phantoms with ``evaluate.evaluate_case`` (Dice, ASSD, node sensitivity);
-4. exports it with ``lnq export`` logic into ``LymphNodeQuant/Resources/Models/lnq-phantom-unet/``
-   (refuses to replace an existing model unless ``--overwrite``) and writes MODEL_CARD.md.
+Stages 1-2 train on synthetic phantoms only (partial labels, strategy ``totalseg``); their result
+is kept in ``benchmarks/pretrained/lnq-phantom-unet`` (the model this project shipped as 1.0.0) and
+stage 3 starts from it, unless ``--from-scratch`` retrains stages 1-2 first (31 min on 2 cores).
 
-No real patient data is involved anywhere.
+Stages 3-4 (:func:`training.config.default_model_real_config`, strategy ``anatomy``, then
+:func:`training.config.default_model_real_finetune_config`) train on real
+chest CTs from ``shared/data/real`` with synthetic nodes implanted into their mediastinal fat
+(:mod:`training.implant`; the scans' own nodes stay unlabelled: the LNQ2023 partial-label setting)
+mixed with phantoms (:func:`training.config.default_model_real_dataset`). Then the model is scored
+end to end on fully labelled held-out phantoms, exported into
+``LymphNodeQuant/Resources/Models/lnq-chest-unet/`` (refused without ``--overwrite`` when one is
+there) with MODEL_CARD.md and the LIDC-IDRI attribution. ``benchmarks/real_ct_bench.py`` scores it
+on the real CTs (leave-CT-out models are trained there with :func:`train_real_stages`).
+
+No patient labels are involved anywhere: real CTs contribute anatomy, never annotations.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -29,8 +35,12 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-MODEL_NAME = "lnq-phantom-unet"
+MODEL_NAME = "lnq-chest-unet"
+MODEL_VERSION = "2.0.0"
 MODEL_FOLDER = REPO_ROOT / "LymphNodeQuant" / "Resources" / "Models" / MODEL_NAME
+PRETRAINED_FOLDER = REPO_ROOT / "benchmarks" / "pretrained" / "lnq-phantom-unet"
+REAL_DATA = REPO_ROOT.parent / "shared" / "data" / "real"
+ATTRIBUTION = REAL_DATA / "lidc-idri" / "ATTRIBUTION.txt"
 HELDOUT_SEEDS = (950, 951, 952, 953)
 HELDOUT_GRID = ((110, 512, 512), (3.0, 0.8, 0.8))
 COMMAND = "python benchmarks/train_default_model.py --overwrite"
@@ -39,14 +49,19 @@ COMMAND = "python benchmarks/train_default_model.py --overwrite"
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--work-dir", type=Path, default=Path.home() / ".cache" / "lnq" / "default-model",
-                        help="phantoms, cache and checkpoints (default ~/.cache/lnq/default-model)")
+                        help="datasets, cache and checkpoints (default ~/.cache/lnq/default-model)")
     parser.add_argument("--out", type=Path, default=MODEL_FOLDER, help=f"model folder (default {MODEL_FOLDER.relative_to(REPO_ROOT)})")
+    parser.add_argument("--real-data", type=Path, default=REAL_DATA, help="the real CT fixtures (default ../shared/data/real)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing model folder")
+    parser.add_argument("--from-scratch", action="store_true", help="retrain the phantom stages 1-2 instead of starting from "
+                        f"{PRETRAINED_FOLDER.relative_to(REPO_ROOT)}")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: the config's, 2)")
     parser.add_argument("--train-only", action="store_true", help="stop after training (no evaluation/export)")
     return parser.parse_args(argv)
 
 
-def make_dataset(work_dir: Path) -> Path:
+def make_phantom_dataset(work_dir: Path) -> Path:
+    """Stages 1-2's phantoms (partial labels, TotalSegmentator-format anatomy maps)."""
     from LymphNodeQuantLib.training.config import default_model_dataset
     from LymphNodeQuantLib.training.phantom_dataset import write_phantom_dataset
 
@@ -55,6 +70,66 @@ def make_dataset(work_dir: Path) -> Path:
     write_phantom_dataset(folder, recipe["train_seeds"], recipe["validation_seeds"], geometries=recipe["geometries"],
                           annotated_fraction=recipe["annotated_fraction"])
     return folder
+
+
+def make_real_dataset(work_dir: Path, real_data: Path) -> tuple[Path, dict]:
+    """Stage 3's data: implanted real CTs + phantoms, one folder; returns it and its case entries."""
+    from LymphNodeQuantLib.training.config import default_model_real_dataset
+    from LymphNodeQuantLib.training.phantom_dataset import write_phantom_dataset
+    from LymphNodeQuantLib.training.real_dataset import write_implanted_cases
+
+    if not real_data.is_dir():
+        raise SystemExit(f"The real CT fixtures are not at {real_data}; pass --real-data.")
+    recipe = default_model_real_dataset()
+    folder = work_dir / "dataset-real"
+    manifest = write_phantom_dataset(folder, recipe["phantom_train_seeds"], recipe["phantom_validation_seeds"],
+                                     geometries=recipe["geometries"], annotated_fraction=recipe["annotated_fraction"],
+                                     extended_seeds=recipe["extended_phantom_seeds"])
+    cases = dict(manifest["cases"])
+    cases.update(write_implanted_cases(folder, real_data, recipe["real_cts"], recipe["implant_seeds"],
+                                       n_nodes=recipe["nodes_per_case"]))
+    return folder, cases
+
+
+def train_real_stages(folder: Path, cases: dict, out_dir: Path, cache_dir: Path, initial_weights: Path,
+                      threads: int | None = None, exclude_real: tuple[str, ...] = ()) -> list:
+    """Stages 3 and 4 on ``cases`` of ``folder`` minus the real CTs named in ``exclude_real`` (leave-CT-out).
+
+    Returns [(config, run), ...] for both stages; each resumes if interrupted.
+    """
+    from dataclasses import replace
+
+    from LymphNodeQuantLib.training.config import default_model_real_config, default_model_real_finetune_config
+    from LymphNodeQuantLib.training.real_dataset import link_subset
+    from LymphNodeQuantLib.training.trainer import train
+
+    kept = {case: entry for case, entry in cases.items() if not any(case.startswith(f"real-{name}-v") for name in exclude_real)}
+    dataset = link_subset(folder, out_dir / "dataset", kept) if exclude_real else folder
+    # recorded relative to the repository (the command runs from its root), so model cards name no local paths
+    weights = Path(initial_weights)
+    weights = weights.relative_to(REPO_ROOT) if weights.is_relative_to(REPO_ROOT) else weights
+    runs = []
+    for make_config, name in ((default_model_real_config, "training"), (default_model_real_finetune_config, "training-finetune")):
+        config = make_config(str(weights))
+        if threads:
+            config = replace(config, num_threads=threads)
+        run = train(config, dataset, out_dir / name, cache_dir=cache_dir, resume=True)
+        runs.append((config, run))
+        weights = run.checkpoint
+    return runs
+
+
+def phantom_stages(work_dir: Path):
+    """Stages 1-2 (phantoms only); returns [(config, run), ...]."""
+    from LymphNodeQuantLib.training.config import default_model_config, default_model_finetune_config
+    from LymphNodeQuantLib.training.trainer import train
+
+    dataset = make_phantom_dataset(work_dir)
+    stage1 = default_model_config()
+    first = train(stage1, dataset, work_dir / "training", cache_dir=work_dir / "cache", resume=True)
+    stage2 = default_model_finetune_config(str(first.checkpoint))
+    second = train(stage2, dataset, work_dir / "training-finetune", cache_dir=work_dir / "cache", resume=True)
+    return [(stage1, first), (stage2, second)]
 
 
 def evaluate_heldout(model_folder: Path) -> dict:
@@ -93,56 +168,64 @@ def evaluate_heldout(model_folder: Path) -> dict:
     }
 
 
+def _stage_rows(stages) -> list[dict]:
+    return [{"stage": index + 1, "config": config.to_dict(), "iterations": config.total_iterations,
+             "final_validation_at_model_spacing": {key: run.metrics[-1].get(key) for key in ("val_dice", "val_assd_mm")}}
+            for index, (config, run) in enumerate(stages)]
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from LymphNodeQuantLib.errors import OutputExistsError
-    from LymphNodeQuantLib.training.config import default_model_config, default_model_dataset, default_model_finetune_config
-    from LymphNodeQuantLib.training.trainer import train
-
+    os.chdir(REPO_ROOT)
     if (args.out / "model.json").exists() and not args.overwrite and not args.train_only:
         raise SystemExit(f"{args.out} already holds a model; pass --overwrite to replace it.")
     started = time.time()
-    dataset = make_dataset(args.work_dir)
-    stage1 = default_model_config()
-    first = train(stage1, dataset, args.work_dir / "training", cache_dir=args.work_dir / "cache", resume=True)
-    config = default_model_finetune_config(str(first.checkpoint))
-    result = train(config, dataset, args.work_dir / "training-finetune", cache_dir=args.work_dir / "cache", resume=True)
-    stages = [{"stage": index + 1, "config": stage.to_dict(), "iterations": stage.total_iterations,
-               "final_validation_at_model_spacing": {key: run.metrics[-1].get(key) for key in ("val_dice", "val_assd_mm")}}
-              for index, (stage, run) in enumerate(((stage1, first), (config, result)))]
+    if args.from_scratch:
+        phantom_runs = phantom_stages(args.work_dir)
+        pretrained = phantom_runs[-1][1].checkpoint
+        earlier = _stage_rows(phantom_runs)
+    else:
+        pretrained = PRETRAINED_FOLDER
+        earlier = json.loads((PRETRAINED_FOLDER / "model.json").read_text())["training"]["stages"]
+    folder, cases = make_real_dataset(args.work_dir, args.real_data)
+    real_runs = train_real_stages(folder, cases, args.work_dir / "stage3", args.work_dir / "cache-real", pretrained, args.threads)
+    stages = earlier + [dict(row, stage=len(earlier) + 1 + index) for index, row in enumerate(_stage_rows(real_runs))]
+    config, result = real_runs[-1]
     train_seconds = time.time() - started
     print(f"training done in {train_seconds / 60:.1f} min", flush=True)
     if args.train_only:
         return 0
-
+    from LymphNodeQuantLib.training.config import default_model_real_dataset
     from LymphNodeQuantLib.training.export import export_model
 
-    recipe = default_model_dataset()
+    recipe = default_model_real_dataset()
     training_extra = {
-        "data": ("synthetic chest CT phantoms from LymphNodeQuantLib.synthetic.make_phantom; NOT trained on real patient "
-                 "data. Training labels are partial (half the nodes of each phantom annotated, as in LNQ2023's training "
-                 "set); TotalSegmentator-format anatomy maps written from the phantoms' anatomy labels."),
-        "trained_on_real_patient_data": False,
-        "phantoms": {"train_seeds": recipe["train_seeds"], "validation_seeds": recipe["validation_seeds"],
-                     "annotated_fraction": recipe["annotated_fraction"],
-                     "grids": {str(seed): {"shape_zyx": list(g[0]), "spacing_zyx_mm": list(g[1])} for seed, g in recipe["geometries"].items()}},
-        "command": COMMAND,
-        "stages": stages,
-        "library": "LymphNodeQuantLib.training",
-        "device": "cpu",
+        "data": ("stages 1-2: synthetic chest CT phantoms (LymphNodeQuantLib.synthetic) with partial labels and "
+                 "TotalSegmentator-format anatomy maps; stages 3-4: real chest CTs (LIDC-IDRI-0001, -0002, -0314, CIP chest, "
+                 "TotalSegmentator example CTs) with synthetic nodes implanted into their mediastinal fat "
+                 "(LymphNodeQuantLib.training.implant), mixed with phantoms. No patient annotation was used: the real "
+                 "scans' own lymph nodes are unlabelled and left out of the loss (strategy 'anatomy')."),
+        "trained_on_real_patient_data": "real CT anatomy as background only (no patient labels)",
+        "real_ct_backgrounds": {"cts": recipe["real_cts"], "implant_seeds": recipe["implant_seeds"],
+                                "nodes_per_case": recipe["nodes_per_case"]},
+        "phantoms": {"stage3_train_seeds": recipe["phantom_train_seeds"], "validation_seeds": recipe["phantom_validation_seeds"]},
+        "pretrained": "benchmarks/pretrained/lnq-phantom-unet (stages 1-2)" if not args.from_scratch else "stages 1-2 run here",
+        "command": COMMAND, "stages": stages, "library": "LymphNodeQuantLib.training", "device": "cpu",
     }
     candidate = args.work_dir / "candidate-model"
-    export_model(result.checkpoint, candidate, name=MODEL_NAME, training_extra=training_extra, overwrite=True)
+    export_model(result.checkpoint, candidate, name=MODEL_NAME, version=MODEL_VERSION, training_extra=training_extra, overwrite=True)
     metrics = evaluate_heldout(candidate)
     description = ("Compact 3-D U-Net (nnU-Net PlainConvUNet) for mediastinal lymph nodes on chest CT, trained on synthetic "
-                   "phantoms with partial labels (TotalSegmentator pseudo-label strategy). A demonstration model: not "
-                   "trained or validated on patient data; not for clinical use.")
-    folder = export_model(result.checkpoint, args.out, name=MODEL_NAME, description=description,
-                          training_extra=training_extra, metrics=metrics, overwrite=args.overwrite)
-    write_model_card_md(folder, metrics, config)
-    write_results_section(folder, metrics, train_seconds)
+                   "phantoms and on real chest CTs with implanted synthetic nodes (no patient labels). Not validated on "
+                   "annotated patient data; not for clinical use.")
+    out = export_model(result.checkpoint, args.out, name=MODEL_NAME, version=MODEL_VERSION, description=description,
+                       training_extra=training_extra, metrics=metrics, overwrite=args.overwrite)
+    if ATTRIBUTION.exists():
+        shutil.copyfile(ATTRIBUTION, out / "LIDC-IDRI-ATTRIBUTION.txt")
+    write_model_card_md(out, metrics, config)
+    write_results_section(out, metrics, train_seconds)
     print(json.dumps(metrics["heldout_phantoms"], indent=1, default=float))
-    print(f"wrote {folder}")
+    print(f"wrote {out}")
     return 0
 
 
@@ -153,6 +236,23 @@ def heldout_table(held: dict) -> list[str]:
         for r in held["cases"]]
 
 
+STAGE_DATA = {1: "phantoms (totalseg)", 2: "phantoms (totalseg)", 3: "real CTs with implanted nodes + phantoms (anatomy)",
+              4: "as stage 3, 70% of patches on labelled nodes"}
+STAGE_START = {1: "random", 2: "stage 1 weights", 3: "stage 2 weights (`benchmarks/pretrained/lnq-phantom-unet`)",
+               4: "stage 3 weights"}
+
+
+def stage_table(card: dict) -> list[str]:
+    """Markdown rows: one per training stage (RESULTS.md and the model card)."""
+    rows = ["| stage | data (strategy) | iterations | learning rate | seed | starts from | validation Dice at model spacing |",
+            "|---|---|---|---|---|---|---|"]
+    for stage in card["training"]["stages"]:
+        number, validation = stage["stage"], stage["final_validation_at_model_spacing"]["val_dice"]
+        rows.append(f"| {number} | {STAGE_DATA.get(number, '')} | {stage['iterations']} | {stage['config']['learning_rate']} | "
+                    f"{stage['config']['seed']} | {STAGE_START.get(number, '')} | {validation:.3f} |")
+    return rows
+
+
 def write_results_section(folder: Path, metrics: dict, train_seconds: float) -> None:
     """The ``default_model`` section of benchmarks/RESULTS.md: training stages and held-out scores."""
     from benchmarks.results_md import machine_description, update_section
@@ -160,31 +260,24 @@ def write_results_section(folder: Path, metrics: dict, train_seconds: float) -> 
     card = json.loads((folder / "model.json").read_text())
     held = metrics["heldout_phantoms"]
     lines = [
-        "## The packaged default model `lnq-phantom-unet` (`benchmarks/train_default_model.py`)",
+        f"## The packaged default model `{MODEL_NAME}` (`benchmarks/train_default_model.py`)",
         "",
         f"Machine: {machine_description()}.  ",
-        f"Command: `{COMMAND}` (from the repository root); training took {train_seconds / 60:.0f} min of wall time in all "
-        "(phantom generation, preprocessing and both stages; a resumed run counts only its own part).",
+        f"Command: `{COMMAND}` (from the repository root); the invocation that wrote this took {train_seconds / 60:.0f} min "
+        "of wall time for data, preprocessing and stages 3-4 (a run resumed after an interruption counts only its own part; "
+        "stage 3 alone is about 45 min on 2 cores). Stages 1-2 come from `benchmarks/pretrained/lnq-phantom-unet`, whose "
+        "own run took 31 min; `--from-scratch` reruns them.",
         "",
-        "Training on synthetic phantoms with partial labels (strategy `totalseg`); stages:",
-        "",
-        "| stage | iterations | learning rate | seed | starts from | validation Dice at model spacing | validation ASSD (mm) |",
-        "|---|---|---|---|---|---|---|",
-    ] + [
-        f"| {stage['stage']} | {stage['iterations']} | {stage['config']['learning_rate']} | {stage['config']['seed']} | "
-        f"{'stage 1 weights' if stage['config']['initial_weights'] else 'random'} | "
-        f"{stage['final_validation_at_model_spacing']['val_dice']:.3f} | {stage['final_validation_at_model_spacing']['val_assd_mm']:.2f} |"
-        for stage in card["training"]["stages"]
-    ] + [
+    ] + stage_table(card) + [
         "",
         f"Held-out phantoms (full labels, never seen in training: seeds {held['seeds']}, 512 x 512 x 110 at 0.8 x 0.8 x 3 mm), "
-        "segmented end to end with the `lnq segment` pipeline and scored on the CT grid with LNQ2023 rules:",
+        "segmented end to end with the `lnq segment` pipeline (anatomy filter on) and scored on the CT grid with LNQ2023 rules:",
         "",
     ] + heldout_table(held) + [
         "",
         f"Median Dice **{held['dice_median']:.3f}**, median ASSD **{held['assd_mm_median']:.2f} mm** "
         f"(mean node sensitivity {held['node_sensitivity_mean']:.2f}, precision {held['node_precision_mean']:.2f}). "
-        "Phantom scores only: they say nothing about accuracy on patient CT.",
+        "Phantom scores; real chest CT is scored in the section \"Real chest CT\".",
     ]
     update_section("default_model", "\n".join(lines))
 
@@ -192,44 +285,53 @@ def write_results_section(folder: Path, metrics: dict, train_seconds: float) -> 
 def write_model_card_md(folder: Path, metrics: dict, config) -> None:
     card = json.loads((folder / "model.json").read_text())
     held = metrics["heldout_phantoms"]
+    real = card["training"]["real_ct_backgrounds"]
     lines = [
         f"# Model card: {card['name']} {card['version']}",
         "",
         card["description"],
         "",
         "## Intended use",
-        "Demonstration and testing of the LymphNodeQuant pipeline (Slicer module, `lnq segment`, `lnq demo`). "
-        "**Not trained on patient data, not validated on patient data, not for clinical use.** Train your own model "
-        "on annotated CT (e.g. LNQ2023) with `lnq train` and load it with `--model PATH`.",
+        "Finding and measuring mediastinal lymph nodes on chest CT with the LymphNodeQuant pipeline (Slicer module, "
+        "`lnq segment`), for research and demonstration. **Not validated on annotated patient data, not for clinical "
+        "use.** For accuracy on patients, train on annotated CT (e.g. LNQ2023) with `lnq train` and load it with "
+        "`--model PATH`.",
+        "",
+        "## Training data: what it saw",
+        f"- {card['training']['data']}",
+        f"- Real CTs (anatomy only, no labels): {', '.join(real['cts'])}; nodes implanted {len(real['implant_seeds'])} times "
+        f"per CT ({real['nodes_per_case']} per case, seeds {real['implant_seeds']}). LIDC-IDRI scans: CC BY 3.0, see "
+        "`LIDC-IDRI-ATTRIBUTION.txt` beside this card.",
+        "- Synthetic phantoms (`LymphNodeQuantLib.synthetic.make_phantom`): basic and extended anatomy (ribs, sternum, "
+        "clavicles, upper abdomen, neck), grids from 0.65 to 3.5 mm in-plane and 1.25 to 5 mm slices.",
+        "- Never: patient annotations, real lymph-node labels, contrast phases or scanners beyond those few scans.",
         "",
         "## Training",
-        f"- Data: {card['training']['data']}",
-        f"- Phantom seeds: training {held and card['training']['phantoms']['train_seeds'][0]}-{card['training']['phantoms']['train_seeds'][-1]}, "
-        f"validation {card['training']['phantoms']['validation_seeds']}; grids from 512x512x110 at 0.8x0.8x3 mm down to 96x96x40 at 3.5 mm.",
-        f"- Strategy for unlabelled voxels: `{config.strategy}` (soft-tissue voxels not labelled are excluded from the loss; "
-        "voxels inside TotalSegmentator-format organ/vessel/airway/bone masks are background, and so is the chest wall: "
-        f"unlabelled voxels more than {config.mediastinum_margin_mm} mm outside the lungs' per-slice convex hull).",
-        f"- Network: PlainConvUNet features {config.architecture['arguments']['features_per_stage']}, patch {list(config.patch_size_zyx)} "
-        f"at {list(config.spacing_zyx_mm)} mm, mediastinum crop; batch {config.batch_size}, {config.optimizer}, poly learning rate, CPU.",
-    ] + [
-        f"- Stage {stage['stage']}: {stage['iterations']} iterations, lr {stage['config']['learning_rate']}, seed {stage['config']['seed']}"
-        + (", starting from stage 1's final weights" if stage["config"]["initial_weights"] else ", from random weights")
-        + f"; validation Dice at model spacing {stage['final_validation_at_model_spacing']['val_dice']:.3f}."
-        for stage in card["training"]["stages"]
-    ] + [
-        f"- Reproduce: `{COMMAND}`",
+        f"- Network: PlainConvUNet features {config.architecture['arguments']['features_per_stage']}, patch "
+        f"{list(config.patch_size_zyx)} at {list(config.spacing_zyx_mm)} mm, mediastinum crop; batch {config.batch_size}, "
+        f"{config.optimizer}, poly learning rate, CPU (no GPU was available).",
         "",
-        "## Evaluation (held-out synthetic phantoms, full labels, CT grid)",
-        f"Seeds {held['seeds']} at 512x512x110, 0.8x0.8x3 mm, segmented with the `lnq segment` pipeline, scored with "
-        "`LymphNodeQuantLib.evaluate` (LNQ2023 rules).",
+    ] + stage_table(card) + [
+        "",
+        f"Reproduce: `{COMMAND}`",
+        "",
+        "## Evaluation",
+        f"Held-out synthetic phantoms (seeds {held['seeds']}, 512x512x110 at 0.8x0.8x3 mm, full labels), `lnq segment` "
+        "pipeline, LNQ2023 rules:",
         "",
     ] + heldout_table(held) + [
         "",
         f"Median Dice {held['dice_median']:.3f}, median ASSD {held['assd_mm_median']:.2f} mm.",
         "",
-        "## Limitations",
-        "Phantoms are simplified (ellipsoidal nodes in fat, idealised vessels); scores on them say nothing about "
-        "performance on real CT. The model is small (CPU-friendly) and trained briefly.",
+        "<!-- BEGIN real_ct -->",
+        "Real chest CT: see `benchmarks/real_ct_bench.py` and the section \"Real chest CT\" of `benchmarks/RESULTS.md`.",
+        "<!-- END real_ct -->",
+        "",
+        "## Not validated on",
+        "Annotated patient CT (no real node labels exist in this project: real scans were scored only on implanted "
+        "nodes and on predictions that are certainly not nodes), paediatric scans, scans with lung disease that removes "
+        "the parenchyma's air (e.g. complete collapse or pneumonectomy, where the mediastinum cannot be found), "
+        "non-axial acquisitions, MR or PET.",
         "",
     ]
     (folder / "MODEL_CARD.md").write_text("\n".join(lines))

@@ -7,6 +7,7 @@ or a cancel leaves the scene exactly as it was.
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -26,6 +27,9 @@ DEVICES = ("auto", "cpu", "cuda")
 
 #: node attributes linking results to their inputs
 ATTRIBUTE_INPUT_VOLUME_ID = "LymphNodeQuant.InputVolumeNodeID"
+#: JSON {reason: count} of the candidates the post-processing dropped, and whether a mediastinum was found
+ATTRIBUTE_DROPPED_CANDIDATES = "LymphNodeQuant.DroppedCandidates"
+ATTRIBUTE_HAS_MEDIASTINUM = "LymphNodeQuant.HasMediastinum"
 ATTRIBUTE_PLOT_CHART_ID = "LymphNodeQuant.PlotChartNodeID"
 ATTRIBUTE_DETECTION_TABLE_ID = "LymphNodeQuant.DetectionTableNodeID"
 
@@ -63,6 +67,10 @@ class SegmentationOutcome:
     model_card: Any
     device: str
     messages: list[str] = field(default_factory=list)
+    #: candidates the engine's post-processing dropped, {reason: count} (LymphNodeQuantLib.postprocess.DROP_REASONS)
+    dropped_candidates: dict = field(default_factory=dict)
+    #: False when the engine found no mediastinum in the CT (then no node is reported)
+    has_mediastinum: bool = True
 
 
 class BackgroundSegmentation:
@@ -117,7 +125,10 @@ class BackgroundSegmentation:
             done = self.process.result.data  # {"event": "done", "outputs": {...}, "device": ..., "messages": [...]}
             labels = read_volume(outputs.get("segmentation") or self.output_path)
             messages = done.get("messages") if isinstance(done.get("messages"), list) else []
-            return SegmentationOutcome(labels, model_card_of(self.model), str(done.get("device") or self.device), [str(m) for m in messages])
+            dropped = done.get("dropped_candidates") if isinstance(done.get("dropped_candidates"), dict) else {}
+            return SegmentationOutcome(labels, model_card_of(self.model), str(done.get("device") or self.device),
+                                       [str(m) for m in messages], {str(k): int(v) for k, v in dropped.items()},
+                                       bool(done.get("has_mediastinum", True)))
         finally:
             self.cleanup()
 
@@ -178,7 +189,8 @@ class LymphNodeQuantCore:
         from LymphNodeQuantLib.inference import segment_volume
 
         result = segment_volume(volume, model=model, device=device, output="instances", progress=progress, cancel=cancel)
-        return SegmentationOutcome(result.labels, result.model_card, str(result.device), [str(m) for m in (result.messages or [])])
+        return SegmentationOutcome(result.labels, result.model_card, str(result.device), [str(m) for m in (result.messages or [])],
+                                   dict(result.dropped_candidates), result.has_mediastinum)
 
     def add_segmentation(self, volume_node, outcome: SegmentationOutcome, output_node=None, name: Optional[str] = None):
         """Put a segmentation outcome into the scene: a new node, or ``output_node`` when given."""
@@ -195,6 +207,8 @@ class LymphNodeQuantCore:
                 if node.GetDisplayNode() is None:
                     node.CreateDefaultDisplayNodes()
             node.SetAttribute(ATTRIBUTE_INPUT_VOLUME_ID, volume_node.GetID())
+            node.SetAttribute(ATTRIBUTE_DROPPED_CANDIDATES, json.dumps(outcome.dropped_candidates, sort_keys=True))
+            node.SetAttribute(ATTRIBUTE_HAS_MEDIASTINUM, "true" if outcome.has_mediastinum else "false")
         count = node.GetSegmentation().GetNumberOfSegments()
         if count == 0:
             self._say(f"No lymph nodes found in '{volume_node.GetName()}' by model {info.name} {info.version}: the segmentation is empty.")

@@ -118,6 +118,8 @@ def run_main_job(folder: Path, model: str = "default", device: str = "auto") -> 
     measurements = measure_nodes(result.labels, ct, nodes_from="labels")
     write_node_table(outputs["table"], measurements, overwrite=True)
     print(f"Segmented with {result.model_card.title} on {result.device} in {result.timings_s['total']:.1f} s: {result.node_count} node(s)")
+    for message in result.messages:  # validation note, crop, nodes found and candidates dropped per reason
+        print(message)
     if measurements:
         print(format_node_table(measurements))
     scores = evaluate_case(result.labels.with_array((result.labels.array > 0).astype("uint8")), read_volume(paths["seg"]))

@@ -13,7 +13,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "segment",
         help="segment the lymph nodes of a CT (file or DICOM folder) -> .seg.nrrd (+ per-node table)",
         description="Segment mediastinal lymph nodes: crop to the mediastinum, resample to the model's spacing, "
-        "sliding-window inference (Gaussian blending), resample back, threshold, drop small components. Writes a "
+        "sliding-window inference (Gaussian blending), resample back, threshold, drop candidates that cannot be "
+        "mediastinal nodes (too small, mostly air/lung, mostly bone/contrast, outside the mediastinum). Writes a "
         "Slicer segmentation (.seg.nrrd, one segment per node) or a plain label map (.nrrd/.nii.gz), and with "
         "--table a per-node table (.csv or .json). Nothing is overwritten without --overwrite; all outputs are "
         "checked before inference starts.",
@@ -25,6 +26,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="auto (default): CUDA when available, else CPU")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.add_argument("--no-crop", action="store_true", help="run on the whole volume instead of the automatic mediastinum box")
+    parser.add_argument("--no-anatomy-filter", action="store_true",
+                        help="keep every candidate the network finds: also those outside the mediastinum, mostly air/lung "
+                        "or mostly bone/contrast (default: the model's setting, on), and segment scans without a mediastinum")
     parser.add_argument("--tta", action="store_true", help="mirroring test-time augmentation (8 passes; slower, slightly smoother)")
     parser.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap in [0, 1) (default 0.5)")
     parser.add_argument("--binary", action="store_true", help="write one 'Lymph nodes' label instead of one label per node")
@@ -132,6 +136,7 @@ def _run(args: argparse.Namespace, json_mode: bool) -> int:
             args.model,
             args.device,
             crop_to_mediastinum=not args.no_crop,
+            anatomy_filter=False if args.no_anatomy_filter else None,
             overlap=args.overlap,
             tta=args.tta,
             min_node_volume_mm3=args.min_volume_mm3,
@@ -170,6 +175,9 @@ def _run(args: argparse.Namespace, json_mode: bool) -> int:
                 "device": result.device,
                 "model": result.model_card.title,
                 "messages": result.messages,
+                "has_mediastinum": result.has_mediastinum,
+                "anatomy_filter": result.anatomy_filter,
+                "dropped_candidates": result.dropped_candidates,
             }
         )
     return 0

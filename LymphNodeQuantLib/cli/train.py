@@ -8,6 +8,8 @@ from pathlib import Path
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
+    from ..training.config import STRATEGIES
+
     parser = subparsers.add_parser(
         "train",
         help="train a model from (partially) annotated CT (LNQ2023 or nnU-Net raw layout)",
@@ -20,7 +22,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, required=True, help="output folder (checkpoints, metrics.csv, metrics.png)")
     parser.add_argument("--config", default=None,
                         help="'default' (the packaged model's settings) or a JSON file of TrainingConfig fields")
-    parser.add_argument("--strategy", choices=["full", "noisy", "masking", "coating", "totalseg", "dbdmp"],
+    parser.add_argument("--strategy", choices=list(STRATEGIES),
                         help="what to learn from unlabelled voxels (overrides the config)")
     parser.add_argument("--totalseg-dir", type=Path, help="folder of TotalSegmentator maps '<case>.nii.gz' or '<case>/'")
     parser.add_argument("--cache", type=Path, help="preprocessing cache folder (default OUT/cache)")

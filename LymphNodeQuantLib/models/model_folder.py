@@ -8,7 +8,7 @@ A model folder holds::
 
 Loading checks the weights' size and sha256 against model.json and refuses a corrupted or
 mismatched file. Packaged models live in ``LymphNodeQuant/Resources/Models/<name>/`` (the
-default, alias ``"default"``, is ``lnq-phantom-unet``); extra folders can be listed in the
+default, alias ``"default"``, is ``lnq-chest-unet``); extra folders can be listed in the
 environment variable ``LNQ_MODEL_PATH`` (os.pathsep-separated) or passed as a path.
 Nothing is ever downloaded.
 """
@@ -27,7 +27,7 @@ from ..errors import ModelError, OutputExistsError
 
 PathLike = Union[str, os.PathLike]
 
-DEFAULT_MODEL_NAME = "lnq-phantom-unet"
+DEFAULT_MODEL_NAME = "lnq-chest-unet"
 MODEL_CARD_NAME = "model.json"
 WEIGHTS_FILE_NAME = "weights.safetensors"
 MODEL_PATH_ENVIRONMENT = "LNQ_MODEL_PATH"
@@ -41,7 +41,9 @@ LYMPH_NODE_TERMINOLOGY = {
 DEFAULT_LABELS = [
     {"value": 1, "name": "Lymph node", "color_rgb": [0.847, 0.396, 0.310], "terminology": LYMPH_NODE_TERMINOLOGY}
 ]
-DEFAULT_POSTPROCESSING = {"threshold": 0.5, "min_node_volume_mm3": 20.0}
+#: a node is at least a 5 mm sphere (65 mm3) and 4 voxels, so one voxel of a coarse scan is never a node;
+#: "anatomy_filter" drops candidates that cannot be mediastinal nodes (postprocess.filter_candidates)
+DEFAULT_POSTPROCESSING = {"threshold": 0.5, "min_node_volume_mm3": 65.0, "min_node_voxels": 4, "anatomy_filter": True}
 
 #: keys model.json must have (dotted paths)
 REQUIRED_KEYS = (
@@ -142,6 +144,11 @@ class ModelCard:
     @property
     def title(self) -> str:
         return f"{self.name} {self.version}"
+
+    @property
+    def validated_on_patient_data(self) -> bool:
+        """True only when model.json says so (``"validated_on_patient_data": true``); no packaged model does."""
+        return self.data.get("validated_on_patient_data") is True
 
     def to_json(self) -> str:
         return json.dumps(self.data, indent=2, sort_keys=False) + "\n"

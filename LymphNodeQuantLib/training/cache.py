@@ -3,7 +3,8 @@
 The steps are the inference pipeline's own functions (:mod:`LymphNodeQuantLib.preprocessing`),
 so a model sees at training time exactly what it sees in ``lnq segment``. Each case folder holds
 ``image.npy`` (normalised float32), ``hu.npy`` (resampled HU, int16), ``label.npy`` (0 background,
-1 node, :data:`IGNORE` never-train), optionally ``totalseg.npy``, and ``meta.json`` with the
+1 node, :data:`IGNORE` never-train), ``mediastinum.npy`` (the mediastinum found from the full CT,
+:mod:`LymphNodeQuantLib.anatomy`), optionally ``totalseg.npy``, and ``meta.json`` with the
 geometry of the preprocessed grid and the fingerprint (settings + source files' size and mtime +
 :data:`CACHE_VERSION`). A rerun with the same fingerprint loads the arrays; anything else rebuilds.
 """
@@ -23,7 +24,7 @@ from ..errors import InputError
 from ..geometry import ImageGeometry, Volume
 from .dataset import TrainingCase
 
-CACHE_VERSION = 1
+CACHE_VERSION = 5
 IGNORE = 255  # label value excluded from every loss
 
 
@@ -37,6 +38,8 @@ class CachedCase:
     label: np.ndarray  # uint8: 0, 1, IGNORE
     totalseg: Optional[np.ndarray]  # uint8 TotalSegmentator v2 ids, or None
     geometry: ImageGeometry  # of the preprocessed grid (LPS)
+    #: uint8 1 inside the mediastinum found from the CT (anatomy.find_chest_anatomy), or None (old caches)
+    mediastinum: Optional[np.ndarray] = None
 
     def label_volume(self) -> Volume:
         return Volume((self.label == 1).astype(np.uint8), self.geometry)
@@ -84,15 +87,24 @@ def preprocess_case(case: TrainingCase, settings: dict) -> dict[str, object]:
         totalseg = read_totalseg_map(case.totalseg_path)
         if not totalseg.geometry.same_grid(ct.geometry):
             totalseg = pre.resample_to_geometry(totalseg, ct.geometry, interpolation="nearest")
+    from ..anatomy import find_chest_anatomy
+
+    anatomy = find_chest_anatomy(ct)  # on the whole CT, before any crop
+    start, stop = (0, 0, 0), ct.geometry.shape_zyx
     if settings["crop"] == "mediastinum":
-        start, stop = pre.find_mediastinum_box(ct, margin_mm=settings["crop_margin_mm"])
+        start, stop = pre.find_mediastinum_box(ct, margin_mm=settings["crop_margin_mm"], anatomy=anatomy)
         ct, label = pre.crop_volume(ct, start, stop), pre.crop_volume(label, start, stop)
         totalseg = None if totalseg is None else pre.crop_volume(totalseg, start, stop)
+    mediastinum = ct.with_array(anatomy.mediastinum_in_box(start, stop).astype(np.uint8))
+    region_geometry = ct.geometry
     spacing = tuple(settings["spacing_zyx_mm"])
     ct = pre.resample_volume(ct, spacing, interpolation="linear")
-    label = pre.resample_volume(label, spacing, interpolation="nearest")
+    # every map onto the CT's new grid (a map read from NIfTI carries float32-rounded geometry, so its own
+    # resampled grid could differ from the CT's by a voxel)
+    label = pre.resample_to_geometry(Volume(label.array, region_geometry), ct.geometry, interpolation="nearest")
     if totalseg is not None:
-        totalseg = pre.resample_volume(totalseg, spacing, interpolation="nearest")
+        totalseg = pre.resample_to_geometry(Volume(totalseg.array, region_geometry), ct.geometry, interpolation="nearest")
+    mediastinum = pre.resample_to_geometry(mediastinum, ct.geometry, interpolation="nearest")
     raw = label.array
     target = (raw == 1).astype(np.uint8)
     if case.ignore_label is not None:
@@ -102,6 +114,7 @@ def preprocess_case(case: TrainingCase, settings: dict) -> dict[str, object]:
         "hu": np.clip(np.rint(ct.array), -32768, 32767).astype(np.int16),
         "label": target,
         "totalseg": None if totalseg is None else totalseg.array.astype(np.uint8),
+        "mediastinum": mediastinum.array.astype(np.uint8),
         "geometry": ct.geometry,
     }
 
@@ -128,7 +141,7 @@ def load_or_build_case(case: TrainingCase, cache_dir: Path, settings: dict) -> t
         arrays = preprocess_case(case, settings)
         folder.mkdir(parents=True, exist_ok=True)
         meta_path.unlink(missing_ok=True)  # the arrays are replaced first, the meta (the seal) last
-        for name in ("image", "hu", "label", "totalseg"):
+        for name in ("image", "hu", "label", "totalseg", "mediastinum"):
             if arrays[name] is not None:
                 _atomic_save(folder / f"{name}.npy", arrays[name])
             else:
@@ -136,12 +149,13 @@ def load_or_build_case(case: TrainingCase, cache_dir: Path, settings: dict) -> t
         meta = {"fingerprint": fingerprint, "case_id": case.case_id, "split": case.split, "annotation": case.annotation,
                 "geometry": _geometry_to_dict(arrays["geometry"]), "settings": settings}
         meta_path.write_text(json.dumps(meta, indent=1))
-    totalseg_path = folder / "totalseg.npy"
+    totalseg_path, mediastinum_path = folder / "totalseg.npy", folder / "mediastinum.npy"
     cached = CachedCase(
         case.case_id, case.split, case.annotation,
         np.load(folder / "image.npy"), np.load(folder / "hu.npy"), np.load(folder / "label.npy"),
         np.load(totalseg_path) if totalseg_path.exists() else None,
         _geometry_from_dict(meta["geometry"]),
+        np.load(mediastinum_path) if mediastinum_path.exists() else None,
     )
     return cached, reused
 

@@ -9,7 +9,7 @@ from typing import Any, Optional
 
 from ..errors import InputError
 
-STRATEGIES = ("full", "noisy", "masking", "coating", "totalseg", "dbdmp")
+STRATEGIES = ("full", "noisy", "masking", "coating", "totalseg", "anatomy", "dbdmp")
 
 
 def default_architecture() -> dict:
@@ -40,6 +40,8 @@ class TrainingConfig:
     # totalseg: unlabelled voxels farther than this outside the lungs' per-slice convex hull (the
     # chest wall) are background; None: no such rule (strategies.mediastinum_region)
     mediastinum_margin_mm: Optional[float] = 5.0
+    # anatomy: unlabelled soft tissue deeper than this (mm) inside the soft-tissue window is background
+    thick_tissue_depth_mm: float = 20.0
     dbdmp_base: str = "masking"  # target the DBDMP supervised loss uses ("masking" or "totalseg")
     dbdmp: dict = field(default_factory=lambda: {"gamma": 0.8, "alpha": 0.4, "tau": 0.3, "lambda": 2.0,
                                                   "rampup_fraction": 0.4, "aux_dropout": 0.3})
@@ -68,8 +70,8 @@ class TrainingConfig:
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
             raise InputError(f"Unknown strategy '{self.strategy}'; choose one of {', '.join(STRATEGIES)}.")
-        if self.dbdmp_base not in ("masking", "totalseg"):
-            raise InputError(f"dbdmp_base must be 'masking' or 'totalseg', got '{self.dbdmp_base}'.")
+        if self.dbdmp_base not in ("masking", "totalseg", "anatomy"):
+            raise InputError(f"dbdmp_base must be 'masking', 'totalseg' or 'anatomy', got '{self.dbdmp_base}'.")
         if self.optimizer not in ("adamw", "sgd"):
             raise InputError(f"optimizer must be 'adamw' or 'sgd', got '{self.optimizer}'.")
         if self.crop not in ("mediastinum", "none"):
@@ -106,7 +108,7 @@ class TrainingConfig:
 
 
 def default_model_config() -> TrainingConfig:
-    """Settings of the packaged default model ``lnq-phantom-unet`` (see ``benchmarks/train_default_model.py``)."""
+    """Stage 1 of the packaged default model (phantoms only; see ``benchmarks/train_default_model.py``)."""
     return TrainingConfig(strategy="totalseg", epochs=36, iterations_per_epoch=50, validate_every=6, num_threads=2,
                           foreground_fraction=0.5, seed=2024)
 
@@ -145,3 +147,51 @@ def default_model_dataset() -> dict:
         geometries[seed] = _LNQ_GRID
     return {"train_seeds": list(range(100, 130)), "validation_seeds": [900, 901], "geometries": geometries,
             "annotated_fraction": 0.5}
+
+
+def default_model_real_config(initial_weights: str, seed: int = 2026) -> TrainingConfig:
+    """Stage 3 of the packaged default model: real CTs with implanted nodes mixed with phantoms.
+
+    Continues from the phantom-trained weights (``initial_weights``) with the ``anatomy`` strategy
+    (background outside the mediastinum found from the CT, in thick soft tissue and in
+    TotalSegmentator structures where a map exists; unlabelled mediastinal soft tissue, where the
+    scans' own nodes are, is left out of the loss)."""
+    from dataclasses import replace
+
+    return replace(default_model_config(), strategy="anatomy", learning_rate=3e-3, epochs=40, validate_every=10,
+                   seed=seed, initial_weights=str(initial_weights))
+
+
+def default_model_real_finetune_config(initial_weights: str) -> TrainingConfig:
+    """Stage 4: stage 3 continued from its final weights (a warm restart at 1e-3) on the same data,
+    with more patches centred on labelled nodes (0.7), because the implanted real nodes are learnt
+    slowly next to the phantoms' easy ones."""
+    from dataclasses import replace
+
+    return replace(default_model_real_config(initial_weights, seed=2027), learning_rate=1e-3, epochs=15,
+                   foreground_fraction=0.7)
+
+
+def default_model_real_dataset() -> dict:
+    """Stage 3's data: every real CT of the shared fixtures with implanted nodes, plus phantoms.
+
+    Five implant variants per real CT (seeds 11-15, 8 nodes each); 6 training phantoms of
+    :func:`default_model_dataset` (three at the LNQ2023 grid, one of each smaller grid) so what
+    stages 1-2 learnt is not forgotten; 8 phantoms with the extended anatomy (ribs, sternum,
+    clavicles, upper abdomen, neck, random scan range) on clinical grids from 0.65 to 0.9 mm
+    in-plane and 1.25 to 5 mm slices (seeds 200-207); the two validation phantoms of stages 1-2.
+    """
+    from .real_dataset import REAL_CHEST_CTS
+
+    phantoms = default_model_dataset()
+    geometries = dict(phantoms["geometries"])
+    extended_grids = (((110, 512, 512), (3.0, 0.7, 0.7)), ((64, 448, 448), (5.0, 0.8, 0.8)),
+                      ((200, 400, 400), (1.5, 0.9, 0.9)), ((240, 512, 512), (1.25, 0.65, 0.65)))
+    extended_seeds = list(range(200, 208))
+    for index, seed in enumerate(extended_seeds):
+        geometries[seed] = extended_grids[index % len(extended_grids)]
+    return {"real_cts": list(REAL_CHEST_CTS), "implant_seeds": [11, 12, 13, 14, 15], "nodes_per_case": 8,
+            "phantom_train_seeds": [100, 101, 102, 112, 120, 126] + extended_seeds,
+            "extended_phantom_seeds": extended_seeds,
+            "phantom_validation_seeds": phantoms["validation_seeds"], "geometries": geometries,
+            "annotated_fraction": phantoms["annotated_fraction"]}

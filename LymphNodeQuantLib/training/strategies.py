@@ -15,6 +15,12 @@ partially annotated cases:
   structures (organs, vessels, airways, bones) and, with ``mediastinum_margin_mm`` set, outside
   the mediastinum (:func:`mediastinum_region`: the chest wall, which TotalSegmentator's "total"
   task does not label); never over labelled node voxels.
+* ``anatomy``: ``masking`` plus definite background outside the mediastinum found from the CT
+  itself (:mod:`LymphNodeQuantLib.anatomy`, the region inference keeps: chest wall, neck,
+  abdomen, lungs), inside soft tissue too thick to be a node (deeper than
+  ``thick_tissue_depth_mm`` inside the soft-tissue window: heart, liver, large muscle) and, where a
+  TotalSegmentator map exists, inside its structures. Needs no TotalSegmentator run, so it fits
+  real CTs with implanted nodes (:mod:`.implant`).
 * ``dbdmp``: the supervised part uses ``dbdmp_base`` (masking or totalseg); the excluded voxels are
   supervised by the dual-branch pseudo-labels (:mod:`.dbdmp`).
 * ``full``: labels as they are (for fully annotated data).
@@ -26,7 +32,6 @@ from typing import Optional, Sequence
 
 import numpy as np
 from scipy import ndimage
-from scipy.spatial import ConvexHull, QhullError
 
 from ..errors import InputError
 from .cache import IGNORE, CachedCase
@@ -67,25 +72,17 @@ def mediastinum_region(left_lung: np.ndarray, right_lung: np.ndarray, spacing_zy
     bases) are left wholly inside: no claim is made there. The widening offsets every hull edge
     outwards by ``margin_mm`` (mm, in-plane spacing), which tolerates hull and partial-volume error.
     """
-    # Written here because no library offers a per-slice convex-hull fill: scipy gives the hull's
-    # half-planes, and a voxel is inside when it is within margin_mm of every one of them.
+    from ..anatomy import convex_hull_region
+
     shape = left_lung.shape
     region = np.ones(shape, dtype=bool)
     spacing_yx = np.asarray(spacing_zyx_mm[1:], dtype=float)
-    y_mm = np.arange(shape[1])[:, None] * spacing_yx[0]
-    x_mm = np.arange(shape[2])[None, :] * spacing_yx[1]
     for k in range(shape[0]):
         if not (left_lung[k].any() and right_lung[k].any()):
             continue
-        points = np.argwhere(left_lung[k] | right_lung[k]) * spacing_yx
-        try:
-            hull = ConvexHull(points)
-        except QhullError:  # degenerate (collinear) lungs: no hull to trust in this slice
-            continue
-        inside = np.ones(shape[1:], dtype=bool)
-        for normal_y, normal_x, offset in hull.equations:  # normal . p + offset <= 0 inside, unit normals
-            inside &= normal_y * y_mm + normal_x * x_mm + offset <= margin_mm
-        region[k] = inside
+        inside = convex_hull_region(np.argwhere(left_lung[k] | right_lung[k]) * spacing_yx, shape[1:], spacing_yx, margin_mm)
+        if inside is not None:  # None: degenerate (collinear) lungs, no hull to trust in this slice
+            region[k] = inside
     return region
 
 
@@ -103,6 +100,21 @@ def totalseg_target(label: np.ndarray, hu: np.ndarray, totalseg: np.ndarray, hu_
         left, right = lung_masks(totalseg)
         outside = ~mediastinum_region(left, right, spacing_zyx_mm, mediastinum_margin_mm)
         target[outside & unlabelled] = 0
+    return target
+
+
+def anatomy_target(label: np.ndarray, hu: np.ndarray, mediastinum: np.ndarray, hu_window, spacing_zyx_mm,
+                   thick_tissue_depth_mm: float, totalseg: Optional[np.ndarray] = None, class_names=None) -> np.ndarray:
+    """``masking`` + background outside ``mediastinum``, deep inside thick soft tissue, and in TotalSegmentator structures."""
+    target = masking_target(label, hu, hu_window)
+    unlabelled = (label != 1) & (label != IGNORE)
+    target[(mediastinum == 0) & unlabelled] = 0
+    soft = (hu >= hu_window[0]) & (hu <= hu_window[1])
+    # a node's short axis is at most ~35 mm: soft tissue deeper than that half-width is an organ
+    depth_mm = ndimage.distance_transform_edt(soft, sampling=spacing_zyx_mm)
+    target[(depth_mm > thick_tissue_depth_mm) & unlabelled] = 0
+    if totalseg is not None:
+        target[background_mask(totalseg, class_names) & unlabelled] = 0
     return target
 
 
@@ -124,4 +136,10 @@ def build_target(case: CachedCase, config: TrainingConfig, strategy: str | None 
         return totalseg_target(case.label, case.hu, case.totalseg, config.masking_hu_window,
                                config.totalseg_background_classes, case.geometry.spacing_zyx_mm,
                                config.mediastinum_margin_mm)
+    if strategy == "anatomy":
+        if case.mediastinum is None:
+            raise InputError(f"Case '{case.case_id}' was cached without a mediastinum mask; delete the cache and rerun.")
+        return anatomy_target(case.label, case.hu, case.mediastinum, config.masking_hu_window,
+                              case.geometry.spacing_zyx_mm, config.thick_tissue_depth_mm, case.totalseg,
+                              config.totalseg_background_classes)
     raise InputError(f"Unknown strategy '{strategy}'.")

@@ -75,6 +75,14 @@ PHANTOM_TO_TOTALSEG = {
     "trachea": "trachea",
     "esophagus": "esophagus",
     "vertebrae": "vertebrae_T6",
+    "rib": "rib_left_5",
+    "sternum": "sternum",
+    "costal_cartilage": "costal_cartilages",
+    "clavicle": "clavicula_left",
+    "liver": "liver",
+    "stomach": "stomach",
+    "bowel": "colon",
+    "thyroid": "thyroid_gland",
 }
 
 
@@ -92,7 +100,8 @@ def class_ids_for(names: Iterable[str]) -> list[int]:
 def phantom_anatomy_to_totalseg(anatomy: np.ndarray) -> np.ndarray:
     """Recode a phantom's ``anatomy_labels`` array into a TotalSegmentator v2 multilabel array (uint8).
 
-    Lungs are written as one lobe per side; vertebral bodies as one vertebra. Body and lymph nodes
+    Lungs are written as one lobe per side; vertebral bodies as one vertebra, ribs as one rib,
+    clavicles as the left one, bowel as colon. Body and lymph nodes
     have no TotalSegmentator class and become 0.
     """
     from ..synthetic import ANATOMY_IDS
