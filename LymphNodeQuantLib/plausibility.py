@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .anatomy import ChestAnatomy
+from .anatomy import AIR_THRESHOLD_HU, ChestAnatomy
 
 BONE_MEAN_HU = 200.0
-AIR_HU = -400.0
+AIR_HU = AIR_THRESHOLD_HU  # air or lung, as the lung search defines it
 REASONS = ("above_200_hu", "in_air_or_lung", "outside_mediastinum")
 
 
