@@ -39,6 +39,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from benchmarks.train_default_model import (  # noqa: E402
     ATTRIBUTION, MODEL_FOLDER, PRETRAINED_FOLDER, REAL_DATA, make_real_dataset, train_real_stages)
+from LymphNodeQuantLib.plausibility import certainly_wrong_total  # noqa: E402
 
 OUT_DIR = REPO_ROOT / "benchmarks" / "real_ct"
 
@@ -188,9 +189,9 @@ def write_model_card_summary(rows: list[dict]) -> None:
     text = (
         "### Real chest CT (`benchmarks/real_ct_bench.py`, section \"Real chest CT\" of `benchmarks/RESULTS.md`)\n\n"
         f"- Certainly-wrong nodes (mean > 200 HU, in air/lung, or outside the mediastinum) per real chest CT, as `lnq segment` "
-        f"returns them: at most {max(_total(r['packaged']) for r in chest)}; from the network alone (anatomy filter off): "
-        f"{', '.join(str(_total(r['packaged_raw'])) for r in chest)}, against "
-        f"{', '.join(str(_total(r['phantom_only_raw'])) for r in chest)} for the phantom-only model 1.0.0.\n"
+        f"returns them: at most {max(certainly_wrong_total(r['packaged']) for r in chest)}; from the network alone (anatomy filter off): "
+        f"{', '.join(str(certainly_wrong_total(r['packaged_raw'])) for r in chest)}, against "
+        f"{', '.join(str(certainly_wrong_total(r['phantom_only_raw'])) for r in chest)} for the phantom-only model 1.0.0.\n"
         f"- Nodes implanted into real scans the model never trained on (leave-CT-out fold models): sensitivity "
         f"{found / total:.2f} ({found}/{total}), Dice {min(r['implanted']['dice'] for r in scored):.2f}-"
         f"{max(r['implanted']['dice'] for r in scored):.2f}. **The model misses most nodes on real CT it has not seen**: "
@@ -237,8 +238,6 @@ def wider_model(work: Path, model: str, features) -> Path:
 
 
 def _wrong(counts: dict) -> str:
-    from LymphNodeQuantLib.plausibility import certainly_wrong_total
-
     return f"{counts['nodes']} / **{certainly_wrong_total(counts)}** ({counts['above_200_hu']}, {counts['in_air_or_lung']}, {counts['outside_mediastinum']})"
 
 
@@ -251,7 +250,7 @@ def write_section(rows: list[dict], speed: dict) -> None:
     scored = [r for r in chest if r["implanted"] and r["implanted"]["implanted"]]
     found = sum(r["implanted"]["found"] for r in scored)
     total = sum(r["implanted"]["implanted"] for r in scored)
-    worst = max(_total(r["packaged"]) for r in chest)
+    worst = max(certainly_wrong_total(r["packaged"]) for r in chest)
     dice_list = ", ".join(f"{r['implanted']['dice']:.2f} ({r['ct']})" for r in scored)
     lines = [
         "## Real chest CT (`benchmarks/real_ct_bench.py`)",
@@ -319,11 +318,6 @@ def write_section(rows: list[dict], speed: dict) -> None:
     ]
     update_section("real_ct", "\n".join(lines))
 
-
-def _total(counts: dict) -> int:
-    from LymphNodeQuantLib.plausibility import certainly_wrong_total
-
-    return certainly_wrong_total(counts)
 
 
 if __name__ == "__main__":

@@ -28,13 +28,14 @@ from typing import Optional, Sequence
 import numpy as np
 from scipy import ndimage
 
-from ..anatomy import ChestAnatomy, find_chest_anatomy
+from ..anatomy import AIR_THRESHOLD_HU, ChestAnatomy, find_chest_anatomy
 from ..geometry import Volume
+from ..synthetic import _random_rotation_long_axis_up
 
 #: bumped whenever placement or blending changes, so datasets written by older code are rewritten
 IMPLANT_VERSION = 2
 FAT_HU = (-160.0, -30.0)
-FORBIDDEN_LOW_HU = -400.0  # air and lung
+FORBIDDEN_LOW_HU = AIR_THRESHOLD_HU  # air and lung
 FORBIDDEN_HIGH_HU = 150.0  # bone, calcium, contrast-filled lumen
 MAX_FORBIDDEN_FRACTION = 0.15
 MIN_FAT_SHARE = 0.6  # share of the node over (locally) fat: it displaces fat, abutting organs at most
@@ -62,12 +63,6 @@ class ImplantResult:
     ct: Volume  # int16 HU with the nodes
     labels: Volume  # uint16, one id per implanted node
     nodes: list[ImplantedNode]
-
-
-def _rotation_long_axis_up(rng: np.random.Generator, max_tilt_deg: float = 25.0) -> np.ndarray:
-    from ..synthetic import _random_rotation_long_axis_up
-
-    return _random_rotation_long_axis_up(rng, max_tilt_deg)
 
 
 def node_occupancy(shape_zyx: Sequence[int], spacing_zyx_mm: Sequence[float], center_mm: np.ndarray,
@@ -120,7 +115,7 @@ def _draw_node(rng: np.random.Generator, short_axis_range_mm: tuple[float, float
     short = float(np.exp(rng.uniform(np.log(low), np.log(high))))
     semi = np.array([short / 2, short / 2 * rng.uniform(1.0, 1.4), short / 2 * rng.uniform(1.2, 2.2)])
     bumps = (0.08, rng.normal(size=(3, 3)) / np.sqrt(3), rng.uniform(1.0, 3.0, 3), rng.uniform(0, 2 * np.pi, 3))
-    return semi, _rotation_long_axis_up(rng), bumps
+    return semi, _random_rotation_long_axis_up(rng, 25.0), bumps
 
 
 def implant_nodes(ct: Volume, seed: int, n_nodes: int = 6, short_axis_range_mm: tuple[float, float] = (5.0, 35.0),
