@@ -19,6 +19,10 @@ class OutputExistsError(LNQError, FileExistsError):
     """Writing would overwrite an existing file; pass ``overwrite=True`` (CLI: ``--overwrite``)."""
 
 
+class OutputError(LNQError, OSError):
+    """An output location cannot be created or written (a file where a folder should be, no permission)."""
+
+
 class ModelError(LNQError):
     """A model folder is missing, corrupted or inconsistent with its model.json."""
 

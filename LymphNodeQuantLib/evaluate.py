@@ -3,7 +3,9 @@
 LNQ2023 rules, implemented here and cross-checked against a SimpleITK re-implementation in the
 tests and in ``benchmarks/metrics_bench.py``:
 
-* foreground: label value 1 (``foreground="label1"``) or every non-zero voxel (``"nonzero"``);
+* foreground: every non-zero voxel (``foreground="nonzero"``, the default: binary maps, instance maps
+  and Slicer ``.seg.nrrd`` files alike) or label value 1 only (``"label1"``; the same on LNQ2023's
+  0/1 files); a map holding other labels than 0/1 gets a note saying what was scored;
 * Dice = 2|P n R| / (|P| + |R|);
 * surface = foreground voxels with at least one face (6-)neighbour outside the mask; voxels on
   the image border are *not* surface because of the border (what SimpleITK's contour filters do);
@@ -46,7 +48,7 @@ import numpy as np
 
 from .errors import InputError
 from .geometry import ImageGeometry, Volume
-from .io import VOLUME_SUFFIXES, PathLike, as_label_array, atomic_write, read_volume
+from .io import VOLUME_SUFFIXES, PathLike, as_label_array, atomic_write, check_label_map, foreground_note, read_label_map
 from .progress import ProgressCallback
 
 #: Short-axis bin edges in mm for per-node detection (2.5 mm bins; the last bin is open).
@@ -150,7 +152,8 @@ def dice_coefficient(prediction_mask: np.ndarray, reference_mask: np.ndarray) ->
 # ---------------------------------------------------------------------------------------- detection
 @dataclass
 class NodeMatch:
-    """One node of either side: its id, voxel count, RECIST short axis and whether it matched the other side."""
+    """One node of either side: its id (label value of an instance map, else component number), voxel count,
+    RECIST short axis and whether it matched the other side."""
 
     node_id: int
     voxel_count: int
@@ -170,12 +173,14 @@ class DetectionResult:
     prediction_nodes: list[NodeMatch] = field(default_factory=list)
 
 
-def _node_ids(mask: np.ndarray, labels: Optional[np.ndarray], mode: str) -> tuple[np.ndarray, int]:
+def _node_ids(mask: np.ndarray, labels: Optional[np.ndarray], mode: str) -> tuple[np.ndarray, int, list[int]]:
+    """Consecutive node ids 1..count over ``mask`` and, per id, the node's name (label value or component number)."""
     import cc3d
 
     if mode == "components":
         ids = cc3d.connected_components(mask, connectivity=26, out_dtype=np.uint32)
-        return ids, int(ids.max(initial=0))
+        count = int(ids.max(initial=0))
+        return ids, count, list(range(1, count + 1))
     if mode == "labels":
         values = np.where(mask, labels, 0)
         present, inverse = np.unique(values, return_inverse=True)  # on the cropped box only
@@ -183,7 +188,7 @@ def _node_ids(mask: np.ndarray, labels: Optional[np.ndarray], mode: str) -> tupl
         if count <= 1:  # a binary map holds no instance ids: its nodes are its components
             return _node_ids(mask, None, "components")
         ids = inverse.reshape(values.shape).astype(np.uint32)
-        return (ids if present[0] == 0 else ids + 1), count
+        return (ids if present[0] == 0 else ids + 1), count, [int(v) for v in present if v != 0]
     raise InputError(f"detection_nodes must be 'components' or 'labels', got '{mode}'.")
 
 
@@ -206,8 +211,8 @@ def detect_nodes(
     if box is None:
         return DetectionResult(0, 0, 0, float("nan"), float("nan"))
     crop = lambda array: None if array is None else np.asarray(array)[box]  # noqa: E731
-    pred_ids, n_pred = _node_ids(prediction_mask[box], crop(prediction_labels), "components" if prediction_labels is None else detection_nodes)
-    ref_ids, n_ref = _node_ids(reference_mask[box], crop(reference_labels), "components" if reference_labels is None else detection_nodes)
+    pred_ids, n_pred, pred_names = _node_ids(prediction_mask[box], crop(prediction_labels), "components" if prediction_labels is None else detection_nodes)
+    ref_ids, n_ref, ref_names = _node_ids(reference_mask[box], crop(reference_labels), "components" if reference_labels is None else detection_nodes)
     pred_sizes = np.bincount(pred_ids.ravel(), minlength=n_pred + 1)
     ref_sizes = np.bincount(ref_ids.ravel(), minlength=n_ref + 1)
     both = (pred_ids > 0) & (ref_ids > 0)
@@ -224,16 +229,16 @@ def detect_nodes(
     pred_matched[pair_pred[matching]] = True
     ref_matched[pair_ref[matching]] = True
 
-    def nodes(ids: np.ndarray, count: int, sizes, matched, best) -> list[NodeMatch]:
+    def nodes(ids: np.ndarray, count: int, names, sizes, matched, best) -> list[NodeMatch]:
         boxes = cc3d.statistics(ids)["bounding_boxes"] if count else []
         out = []
         for node in range(1, count + 1):
             short = recist_axes(ids[boxes[node]] == node, spacing_zyx_mm).short_axis_mm
-            out.append(NodeMatch(node, int(sizes[node]), round(short, 6), bool(matched[node]), float(best[node])))
+            out.append(NodeMatch(names[node - 1], int(sizes[node]), round(short, 6), bool(matched[node]), float(best[node])))
         return out
 
-    reference_nodes = nodes(ref_ids, n_ref, ref_sizes, ref_matched, best_ref_iou)
-    prediction_nodes = nodes(pred_ids, n_pred, pred_sizes, pred_matched, best_pred_iou)
+    reference_nodes = nodes(ref_ids, n_ref, ref_names, ref_sizes, ref_matched, best_ref_iou)
+    prediction_nodes = nodes(pred_ids, n_pred, pred_names, pred_sizes, pred_matched, best_pred_iou)
     tp = int(ref_matched[1:].sum())
     matched_predictions = int(pred_matched[1:].sum())
     return DetectionResult(
@@ -328,7 +333,7 @@ def evaluate_case(
     prediction: Volume,
     reference: Volume,
     *,
-    foreground: str = "label1",
+    foreground: str = "nonzero",
     resample_prediction: bool = False,
     detection: bool = True,
     detection_nodes: str = "components",
@@ -338,12 +343,17 @@ def evaluate_case(
     """Dice, ASSD and HD95 (LNQ2023 rules) and per-node detection of ``prediction`` against ``reference``.
 
     Both must be on the same voxel grid, or pass ``resample_prediction=True`` to resample the
-    prediction onto the reference grid (nearest neighbour). ``foreground``: ``"label1"`` (LNQ2023)
-    or ``"nonzero"`` (e.g. an instance map such as ``demo-instances.nrrd``). ``detection_nodes``:
+    prediction onto the reference grid (nearest neighbour). ``foreground``: ``"nonzero"`` (every
+    node; binary, instance and ``.seg.nrrd`` maps) or ``"label1"`` (label 1 only). ``detection_nodes``:
     ``"components"`` (26-connected components of each side) or ``"labels"`` (each side's label
     values are node ids, useful for instance maps where nodes touch).
     """
     notes: list[str] = []
+    prediction, reference = check_label_map(prediction, "the prediction"), check_label_map(reference, "the reference")
+    for volume, name in ((prediction, "the prediction"), (reference, "the reference")):
+        note = foreground_note(volume, foreground, name)
+        if note:
+            notes.append(note)
     resampled = False
     if not prediction.geometry.same_grid(reference.geometry):
         if not resample_prediction:
@@ -520,7 +530,7 @@ def evaluate_folder(
     *,
     prediction_pattern: str = "*",
     reference_pattern: str = "*-seg.nrrd",
-    foreground: str = "label1",
+    foreground: str = "nonzero",
     resample_prediction: bool = False,
     detection: bool = True,
     detection_nodes: str = "components",
@@ -544,10 +554,10 @@ def evaluate_folder(
     for number, (case_id, reference_path) in enumerate(sorted(references.items())):
         if progress:
             progress(number / len(references), f"evaluating {case_id}")
-        reference = read_volume(reference_path)
+        reference = read_label_map(reference_path)
         if case_id in predictions:
             evaluation = evaluate_case(
-                read_volume(predictions[case_id]), reference, foreground=foreground, resample_prediction=resample_prediction,
+                read_label_map(predictions[case_id]), reference, foreground=foreground, resample_prediction=resample_prediction,
                 detection=detection, detection_nodes=detection_nodes, min_iou=min_iou, case_id=case_id,
             )
         else:

@@ -23,7 +23,7 @@ from .geometry import Volume
 from .models.model_folder import LoadedModel, ModelCard, load_model
 from .anatomy import find_chest_anatomy
 from .postprocess import DROP_REASONS, filter_candidates, label_instances, threshold_probability
-from .preprocessing import check_ct, crop_volume, find_mediastinum_box, normalize_ct, resample_volume
+from .preprocessing import check_chest_ct, check_ct, crop_volume, find_mediastinum_box, normalize_ct, resample_volume
 from .progress import CancelToken, ProgressCallback, StageProgress
 from .sliding_window import WindowPredictor, sliding_window_probability
 
@@ -115,14 +115,16 @@ def segment_volume(
     threshold: Optional[float] = None,
     output: str = "instances",
     batch_size: int = 2,
+    allow_unusual_input: bool = False,
     progress: Optional[ProgressCallback] = None,
     cancel: Optional[CancelToken] = None,
 ) -> SegmentationResult:
     """Segment the lymph nodes of ``ct`` with ``model`` (installed name, folder path, or a LoadedModel).
 
     ``min_node_volume_mm3``, ``threshold`` and ``anatomy_filter`` default to the model card's
-    postprocessing values. Progress is reported as (fraction, stage); ``cancel`` is checked between
-    stages and windows.
+    postprocessing values. A CT whose spacing, field of view or content cannot be a chest CT is
+    refused unless ``allow_unusual_input`` (:func:`.preprocessing.check_chest_ct`). Progress is
+    reported as (fraction, stage); ``cancel`` is checked between stages and windows.
     """
     if output not in OUTPUT_KINDS:
         raise InputError(f"output must be one of {OUTPUT_KINDS}, got '{output}'.")
@@ -133,6 +135,7 @@ def segment_volume(
 
     report(0.0, "checking input")
     check_ct(ct)
+    check_chest_ct(ct, allow_unusual_input, messages)
     loaded = _load(model, resolve_device(device), report)
     card = loaded.card
     post = card.postprocessing

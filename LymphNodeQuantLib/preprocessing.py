@@ -1,6 +1,7 @@
 """CT preprocessing shared by inference and training (so both see identical inputs).
 
-* :func:`check_ct` refuses inputs that are not a 3-D CT in Hounsfield units.
+* :func:`check_ct` refuses inputs that are not a 3-D CT in Hounsfield units;
+  :func:`check_chest_ct` those whose spacing, field of view or content cannot be a chest CT.
 * :func:`find_mediastinum_box` returns the box around the mediastinum found from the CT
   (:mod:`LymphNodeQuantLib.anatomy`), padded by a margin.
 * :func:`resample_volume` / :func:`resample_to_geometry` change the voxel grid (SimpleITK).
@@ -38,6 +39,61 @@ def check_ct(volume: Volume) -> None:
             "Hounsfield units (a chest CT has air near -1000 HU and fat near -100 HU). MR or other images are not "
             "supported; if this is CT stored without its rescale (e.g. 0..4095), convert it to HU first (usually value - 1024)."
         )
+
+
+#: what the voxel grid of a chest CT can be: (finest, finest) in-plane spacing and the slice spacing,
+#: the field of view, and the share of body (>= -400 HU) voxels; outside these a result is meaningless
+CHEST_CT_LIMITS = {
+    "spacing_mm": (0.25, 10.0),  # any axis
+    "in_plane_spacing_max_mm": 5.0,  # the two finest axes; a node of 10 mm must span at least 2 voxels
+    "field_of_view_min_mm": 100.0,  # the two largest extents: a mediastinum with its nodes is wider
+    "extent_min_mm": 20.0,  # the smallest extent: at least a few slices through a node
+    "body_fraction_min": 0.02,
+}
+
+
+def chest_ct_problems(volume: Volume) -> list[str]:
+    """Why ``volume``'s grid and content cannot be a chest CT (empty when it can be), one sentence each."""
+    limits = CHEST_CT_LIMITS
+    spacing = sorted(float(s) for s in volume.geometry.spacing_zyx_mm)
+    extent = sorted(float(n) * float(s) for n, s in zip(volume.geometry.shape_zyx, volume.geometry.spacing_zyx_mm))
+    problems = []
+    low, high = limits["spacing_mm"]
+    if spacing[0] < low or spacing[2] > high:
+        problems.append(f"voxel spacing {spacing[0]:g}..{spacing[2]:g} mm is outside {low:g}..{high:g} mm")
+    elif spacing[1] > limits["in_plane_spacing_max_mm"]:
+        problems.append(f"in-plane spacing {spacing[1]:g} mm is coarser than {limits['in_plane_spacing_max_mm']:g} mm")
+    if extent[1] < limits["field_of_view_min_mm"]:
+        problems.append(f"the field of view ({extent[1]:.0f} x {extent[2]:.0f} mm) is narrower than "
+                        f"{limits['field_of_view_min_mm']:g} mm")
+    if extent[0] < limits["extent_min_mm"]:
+        problems.append(f"the scan is only {extent[0]:.1f} mm thick (under {limits['extent_min_mm']:g} mm)")
+    from .anatomy import AIR_THRESHOLD_HU
+
+    sample = volume.array[::4, ::4, ::4]
+    body_fraction = float(np.count_nonzero(sample >= AIR_THRESHOLD_HU)) / max(sample.size, 1)
+    if body_fraction < limits["body_fraction_min"]:
+        problems.append(f"only {100 * body_fraction:.1f}% of the voxels are tissue (>= {AIR_THRESHOLD_HU:g} HU): "
+                        "there is no body in the image")
+    return problems
+
+
+def check_chest_ct(volume: Volume, allow_unusual_input: bool = False, messages: Optional[list] = None) -> None:
+    """Refuse a volume whose grid or content cannot be a chest CT (:func:`chest_ct_problems`).
+
+    With ``allow_unusual_input`` the problems are appended to ``messages`` instead.
+    """
+    problems = chest_ct_problems(volume)
+    if not problems:
+        return
+    text = "; ".join(problems)
+    if not allow_unusual_input:
+        raise InputError(
+            f"This does not look like a chest CT: {text} ({volume.geometry.describe()}). Check the file and its "
+            "spacing; to segment it anyway use lnq segment --allow-unusual-input (Python: allow_unusual_input=True)."
+        )
+    if messages is not None:
+        messages.append(f"Unusual input, segmented anyway as asked: {text}. Results may be meaningless.")
 
 
 def find_mediastinum_box(

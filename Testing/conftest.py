@@ -5,6 +5,7 @@
 * ``mrml_scene``: a real ``vtkMRMLScene`` from the slicer-core wheel, set as ``slicer.mrmlScene``,
   with ``vtkSlicerSegmentationsModuleLogic`` attached so segmentation conversion rules register.
   In CI (``CI`` set) a missing slicer-core is an error, not a skip.
+* ``tiny_model`` / ``ct_file``: a tiny random model folder and a small phantom CT file for CLI runs.
 * ``LNQ_FULL_SIZE=1`` runs ``slow`` tests at full size; by default they run reduced.
 """
 
@@ -68,3 +69,38 @@ def mrml_scene():
     finally:
         scene.Clear(1)
         slicer.mrmlScene = previous
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    """A tiny randomly initialised model folder (4 mm grid), for end-to-end CLI runs."""
+    import torch
+
+    from LymphNodeQuantLib.models.model_folder import save_model_folder
+    from LymphNodeQuantLib.models.networks import build_network, plain_unet_architecture
+
+    torch.manual_seed(1)
+    architecture = plain_unet_architecture(features_per_stage=(4, 8), strides=((1, 1, 1), (2, 2, 2)), kernel_sizes=((3, 3, 3),) * 2)
+    card = {
+        "name": "tiny-cli",
+        "version": "0.1",
+        "architecture": architecture,
+        "input": {
+            "spacing_zyx_mm": [4.0, 4.0, 4.0],
+            "normalization": {"clip_hu": [-150, 350], "mean": 40.0, "std": 80.0},
+            "patch_size_zyx": [16, 32, 32],
+            "crop": "mediastinum",
+        },
+        "postprocessing": {"threshold": 0.5, "min_node_volume_mm3": 0.0},
+    }
+    return save_model_folder(tmp_path_factory.mktemp("models") / "tiny-cli", build_network(architecture), card)
+
+
+@pytest.fixture(scope="session")
+def ct_file(tmp_path_factory):
+    """A small phantom chest CT written as .nii.gz."""
+    from LymphNodeQuantLib.io import write_volume
+    from LymphNodeQuantLib.synthetic import make_phantom
+
+    phantom = make_phantom((32, 80, 80), (3.0, 4.0, 4.0), seed=5)
+    return write_volume(tmp_path_factory.mktemp("ct") / "case-ct.nii.gz", phantom.ct)

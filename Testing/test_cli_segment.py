@@ -3,41 +3,11 @@
 import json
 
 import numpy as np
-import pytest
-import torch
 
 from LymphNodeQuantLib.cli import main
 from LymphNodeQuantLib.geometry import ImageGeometry, Volume
 from LymphNodeQuantLib.io import read_volume, write_volume
-from LymphNodeQuantLib.models.model_folder import save_model_folder
-from LymphNodeQuantLib.models.networks import build_network, plain_unet_architecture
 from LymphNodeQuantLib.segmentation_io import read_segmentation
-from LymphNodeQuantLib.synthetic import make_phantom
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    torch.manual_seed(1)
-    architecture = plain_unet_architecture(features_per_stage=(4, 8), strides=((1, 1, 1), (2, 2, 2)), kernel_sizes=((3, 3, 3),) * 2)
-    card = {
-        "name": "tiny-cli",
-        "version": "0.1",
-        "architecture": architecture,
-        "input": {
-            "spacing_zyx_mm": [4.0, 4.0, 4.0],
-            "normalization": {"clip_hu": [-150, 350], "mean": 40.0, "std": 80.0},
-            "patch_size_zyx": [16, 32, 32],
-            "crop": "mediastinum",
-        },
-        "postprocessing": {"threshold": 0.5, "min_node_volume_mm3": 0.0},
-    }
-    return save_model_folder(tmp_path_factory.mktemp("models") / "tiny-cli", build_network(architecture), card)
-
-
-@pytest.fixture(scope="module")
-def ct_file(tmp_path_factory):
-    phantom = make_phantom((32, 80, 80), (3.0, 4.0, 4.0), seed=5)
-    return write_volume(tmp_path_factory.mktemp("ct") / "case-ct.nii.gz", phantom.ct)
 
 
 def test_segment_writes_segmentation_and_table(tiny_model, ct_file, tmp_path, capsys):

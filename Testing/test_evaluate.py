@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 
 import numpy as np
@@ -119,12 +120,51 @@ def test_empty_prediction_reference_and_both():
 def test_foreground_rule_label1_versus_nonzero():
     reference = np.zeros((8, 8, 8), np.uint8)
     reference[1:4, 1:4, 1:4] = 1
-    reference[5:7, 5:7, 5:7] = 2  # not a node for LNQ2023's label-1 rule
+    reference[5:7, 5:7, 5:7] = 2  # a second node with its own id (an instance map)
     prediction = (reference > 0).astype(np.uint8)
-    assert evaluate_case(_volume(prediction), _volume(reference)).dice < 1.0
-    assert evaluate_case(_volume(prediction), _volume(reference), foreground="nonzero").dice == 1.0
+    by_default = evaluate_case(_volume(prediction), _volume(reference))
+    assert by_default.dice == 1.0 and by_default.true_positives == 2  # every node scored
+    assert any("label(s) other than 1 (2)" in note for note in by_default.notes)
+    label1 = evaluate_case(_volume(prediction), _volume(reference), foreground="label1")
+    assert label1.dice == pytest.approx(2 * 27 / (35 + 27))
+    assert any("only label 1 was scored" in note and "--foreground nonzero" in note for note in label1.notes)
+    binary = evaluate_case(_volume(prediction), _volume(prediction))
+    assert binary.notes == []  # a 0/1 map needs no note
     with pytest.raises(InputError, match="foreground"):
         evaluate_case(_volume(prediction), _volume(reference), foreground="all")
+
+
+def test_instance_map_and_seg_nrrd_of_our_own_output_score_every_node(tmp_path):
+    """lnq evaluate of the tool's own .seg.nrrd against a 0/1 reference: all nodes, not only node 1."""
+    from LymphNodeQuantLib.cli import main
+    from LymphNodeQuantLib.io import write_volume
+    from LymphNodeQuantLib.segmentation_io import write_segmentation
+
+    instances = np.zeros((10, 12, 12), np.uint16)
+    instances[1:4, 1:4, 1:4] = 1
+    instances[5:8, 6:10, 6:10] = 2
+    instances[2:5, 7:11, 1:4] = 7
+    geometry = _volume(instances).geometry
+    write_segmentation(tmp_path / "pred.seg.nrrd", Volume(instances, geometry))
+    write_volume(tmp_path / "ref.nrrd", Volume((instances > 0).astype(np.uint8), geometry))
+    write_volume(tmp_path / "ref255.nrrd", Volume((instances > 0).astype(np.uint8) * 255, geometry))
+    for reference in ("ref.nrrd", "ref255.nrrd"):
+        out = tmp_path / f"{reference}.json"
+        assert main(["evaluate", "--pred", str(tmp_path / "pred.seg.nrrd"), "--ref", str(tmp_path / reference), "--out", str(out)]) == 0
+        result = json.loads(out.read_text())
+        assert result["dice"] == 1.0 and result["true_positives"] == 3 and result["false_negatives"] == 0
+
+
+def test_a_ct_is_refused_as_label_map():
+    ct = np.full((8, 8, 8), -1000, np.int16)
+    ct[2:6, 2:6, 2:6] = 40
+    with pytest.raises(InputError, match="negative values.*not a label map"):
+        evaluate_case(Volume(ct, ImageGeometry(ct.shape, (1.0, 1.0, 1.0))), _volume((ct > 0).astype(np.uint8)))
+    with pytest.raises(InputError, match="non-integer values"):
+        evaluate_case(Volume(ct.astype(np.float32) + 0.5, ImageGeometry(ct.shape, (1.0, 1.0, 1.0))), _volume((ct > 0).astype(np.uint8)))
+    grey_levels = np.random.default_rng(0).integers(0, 4000, (48, 48, 48)).astype(np.uint16)  # an unrescaled CT
+    with pytest.raises(InputError, match="grey-level image"):
+        evaluate_case(Volume(grey_levels, ImageGeometry(grey_levels.shape, (1.0, 1.0, 1.0))), _volume(np.zeros((48, 48, 48), np.uint8)))
 
 
 def test_different_grids_are_an_error_unless_resampling_is_asked_for():

@@ -3,13 +3,15 @@
 Each sub-command lives in its own module of this package and provides
 ``add_parser(subparsers) -> argparse.ArgumentParser`` (which sets ``func``); heavy imports
 (torch, SimpleITK) happen inside the command's function so ``lnq --help`` stays fast.
-A user-caused :class:`~LymphNodeQuantLib.errors.LNQError` prints one clear line and exits 2.
+A user-caused :class:`~LymphNodeQuantLib.errors.LNQError` prints one clear line and exits 2; an
+operating-system error (disk full) one line and exit 1; Ctrl-C says truthfully what was written.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 from typing import Optional, Sequence
 
@@ -41,17 +43,49 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _CommandLogHandler(logging.Handler):
+    """The engine's log warnings (e.g. ITK's, from reading a file) as ``lnq COMMAND: warning: ...`` on stderr."""
+
+    def __init__(self, command: str) -> None:
+        super().__init__(logging.WARNING)
+        self.command = command
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(f"lnq {self.command}: {record.levelname.lower()}: {record.getMessage()}", file=sys.stderr)
+
+
+def _interrupted_message(command: str) -> str:
+    from ..output_files import written_this_process
+
+    written = written_this_process()
+    if not written:
+        return f"lnq {command}: interrupted; no output was written."
+    return f"lnq {command}: interrupted after these outputs were completely written: {', '.join(map(str, written))}."
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    from ..output_files import forget_written
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    forget_written()
+    engine_log = logging.getLogger(__name__.split(".")[0])
+    handler = _CommandLogHandler(args.command)
+    engine_log.addHandler(handler)
     try:
         return int(args.func(args) or 0)
     except LNQError as error:
         print(f"lnq {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # the environment (disk full, permissions changed mid-run): one line, no traceback
+        where = f" ('{error.filename}')" if error.filename else ""
+        print(f"lnq {args.command}: error: {error.strerror or error}{where}; nothing was overwritten.", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
-        print(f"lnq {args.command}: interrupted; no output was written.", file=sys.stderr)
+        print(_interrupted_message(args.command), file=sys.stderr)
         return 130
+    finally:
+        engine_log.removeHandler(handler)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -89,12 +89,11 @@ def prepare_demo_folder(folder: Path, seed: int, small: bool) -> dict[str, Path]
 
 def run_main_job(folder: Path, model: str = "default", device: str = "auto") -> dict:
     """Segment the demo CT, write the segmentation and node table, print the table and the scores."""
-    import sys
-
     from ..evaluate import evaluate_case
     from ..inference import segment_volume
     from ..io import read_volume
     from ..measure import measure_nodes, write_node_table
+    from ..output_files import written_together
     from ..segmentation_io import write_segmentation
     from .segment import ProgressPrinter, format_node_table
 
@@ -107,26 +106,28 @@ def run_main_job(folder: Path, model: str = "default", device: str = "auto") -> 
             raise OutputExistsError(f"'{path}' exists and was not written by 'lnq demo'; move it away (nothing was overwritten).")
     paths = demo_case_paths(folder)
     ct = read_volume(paths["ct"])
-    printer = ProgressPrinter("bar" if sys.stderr.isatty() else "none")
+    printer = ProgressPrinter("bar")  # a bar on a terminal, a line every few seconds in a log
     try:
         result = segment_volume(ct, model, device, progress=printer)
     finally:
         printer.close()
     manifest["outputs"] = sorted(ours | set(DEMO_OUTPUTS.values()))
     _write_manifest(folder, manifest)  # claim the outputs before writing them
-    write_segmentation(outputs["segmentation"], result.labels, result.model_card, overwrite=True)
     measurements = measure_nodes(result.labels, ct, nodes_from="labels")
-    write_node_table(outputs["table"], measurements, overwrite=True)
+    with written_together():  # the segmentation and its table appear together or not at all
+        write_segmentation(outputs["segmentation"], result.labels, result.model_card, overwrite=True)
+        write_node_table(outputs["table"], measurements, overwrite=True)
     print(f"Segmented with {result.model_card.title} on {result.device} in {result.timings_s['total']:.1f} s: {result.node_count} node(s)")
     for message in result.messages:  # validation note, crop, nodes found and candidates dropped per reason
         print(message)
+    scores = evaluate_case(result.labels, read_volume(paths["seg"]), detection_nodes="labels")
     if measurements:
-        print(format_node_table(measurements))
-    scores = evaluate_case(result.labels.with_array((result.labels.array > 0).astype("uint8")), read_volume(paths["seg"]))
+        print(format_node_table(measurements, {n.node_id: n.matched for n in scores.prediction_node_matches}))
     print(
         f"Against the reference demo-seg.nrrd: Dice {scores.dice:.3f}, ASSD {scores.assd_mm:.2f} mm, "
         f"nodes found {scores.true_positives}/{scores.reference_nodes} (false positives {scores.false_positives})"
     )
+    print("ASSD: the mean distance between the predicted and the reference node surfaces, both ways (0 mm = identical outlines).")
     return {"result": result, "measurements": measurements, "evaluation": scores, "outputs": outputs}
 
 

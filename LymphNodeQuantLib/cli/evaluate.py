@@ -12,14 +12,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "evaluate",
         help="score a segmentation (or a folder of them) against a reference: Dice, ASSD, HD95, detection",
         description="Score predictions against references exactly as the LNQ2023 challenge did (Dice and ASSD on "
-        "label 1; ASSD = mean of the two directed mean surface distances, NaN when either side is empty), plus HD95 "
+        "the node voxels; ASSD = mean of the two directed mean surface distances, NaN when either side is empty), plus HD95 "
         "and per-node detection (TP/FP/FN, sensitivity and precision per 2.5 mm short-axis bin). --pred and --ref "
         "are two files (one case) or two folders (cases paired by file name: the name without suffix and "
         "without a -seg/-pred tag).",
     )
     parser.add_argument("--pred", required=True, help="predicted label map, or a folder of them")
     parser.add_argument("--ref", required=True, help="reference label map, or a folder of them")
-    parser.add_argument("--foreground", choices=("label1", "nonzero"), default="label1", help="foreground rule (default label1, as LNQ2023)")
+    parser.add_argument("--foreground", choices=("nonzero", "label1"), default="nonzero",
+                        help="nonzero (default): every node of a binary map, instance map or .seg.nrrd; label1: label 1 only "
+                        "(identical on LNQ2023's 0/1 files); a map with other labels gets a note saying what was scored")
     parser.add_argument("--resample-prediction", action="store_true", help="resample the prediction onto the reference grid (nearest neighbour) instead of refusing different grids")
     parser.add_argument("--detection-nodes", choices=("components", "labels"), default="components", help="nodes for detection: 26-connected components (default) or the label values of instance maps")
     parser.add_argument("--min-iou", type=float, default=0.0, help="IoU a predicted and a reference node must exceed to match (default 0: any overlap)")
@@ -43,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..errors import InputError
     from ..evaluate import evaluate_case, evaluate_folder, summarize, write_case_table, write_json
-    from ..io import check_output_path, read_volume
+    from ..io import check_output_path, read_label_map
 
     pred, ref = Path(args.pred), Path(args.ref)
     options = dict(
@@ -58,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     if not pred.is_dir():
         if args.summary:
             raise InputError("--summary is for folder evaluation; for one case use --out result.json.")
-        evaluation = evaluate_case(read_volume(pred), read_volume(ref), case_id=pred.name, **options)
+        evaluation = evaluate_case(read_label_map(pred), read_label_map(ref), case_id=pred.name, **options)
         if args.out:
             out = Path(args.out)
             if out.suffix.lower() == ".json":

@@ -34,7 +34,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..io import check_output_path, read_volume
+    from ..io import check_output_path, read_label_map, read_volume
     from ..measure import measure_nodes, write_node_table
 
     out = Path(args.out)
@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
 
         raise InputError(f"--out '{out}' must end in .csv or .json.")
     check_output_path(out, args.overwrite)  # fail before the work, not after
-    labels = read_volume(args.seg)
+    labels = read_label_map(args.seg)
     ct = read_volume(args.ct) if args.ct else None
     measurements = measure_nodes(
         labels, ct, min_volume_mm3=args.min_volume_mm3, connectivity=args.connectivity, nodes_from=args.nodes_from

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
+from typing import Optional
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -29,6 +31,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--no-anatomy-filter", action="store_true",
                         help="keep every candidate the network finds: also those outside the mediastinum, mostly air/lung "
                         "or mostly bone/contrast (default: the model's setting, on), and segment scans without a mediastinum")
+    parser.add_argument("--allow-unusual-input", action="store_true",
+                        help="segment even when the spacing, field of view or content cannot be a chest CT (refused by default)")
     parser.add_argument("--tta", action="store_true", help="mirroring test-time augmentation (8 passes; slower, slightly smoother)")
     parser.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap in [0, 1) (default 0.5)")
     parser.add_argument("--binary", action="store_true", help="write one 'Lymph nodes' label instead of one label per node")
@@ -39,7 +43,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--progress",
         choices=("bar", "json", "none"),
         default="bar",
-        help="bar (default): a progress bar on stderr; json: one JSON object per line on stdout (for programs); none",
+        help="bar (default): a progress bar on stderr (a line every few seconds when stderr is not a terminal); "
+        "json: one JSON object per line on stdout (for programs); none",
     )
     parser.set_defaults(func=run)
     return parser
@@ -54,28 +59,41 @@ def volume_stem(path: Path) -> str:
     return name
 
 
-def format_node_table(measurements) -> str:
-    """A short human-readable table of node measurements (the CSV/JSON hold every column)."""
-    lines = [f"{'node':>4}  {'short mm':>8}  {'long mm':>8}  {'volume mL':>9}  {'centroid RAS mm':>24}  enlarged"]
+def format_node_table(measurements, matched: Optional[dict] = None) -> str:
+    """A short human-readable table of node measurements (the CSV/JSON hold every column).
+
+    ``matched`` ({node id: bool}) adds a column saying whether each node overlaps a reference node.
+    """
+    header = f"{'node':>4}  {'short mm':>8}  {'long mm':>8}  {'volume mL':>9}  {'centroid RAS mm':>24}  enlarged"
+    lines = [header + ("  in reference" if matched is not None else "")]
     for m in measurements:
         r, a, s = m.centroid_ras_mm
-        lines.append(
-            f"{m.node_id:>4}  {m.short_axis_mm:8.1f}  {m.long_axis_mm:8.1f}  {m.volume_ml:9.3f}  "
-            f"{f'({r:.1f}, {a:.1f}, {s:.1f})':>24}  {'yes' if m.enlarged else 'no'}"
-        )
+        line = (f"{m.node_id:>4}  {m.short_axis_mm:8.1f}  {m.long_axis_mm:8.1f}  {m.volume_ml:9.3f}  "
+                f"{f'({r:.1f}, {a:.1f}, {s:.1f})':>24}  {'yes' if m.enlarged else 'no':<8}")
+        if matched is not None:
+            line += f"  {'yes' if matched.get(m.node_id) else 'no (false positive)'}"
+        lines.append(line.rstrip())
     return "\n".join(lines)
 
 
 class ProgressPrinter:
-    """Progress callback for the chosen ``--progress`` mode."""
+    """Progress callback for the chosen ``--progress`` mode.
 
-    def __init__(self, mode: str) -> None:
+    ``bar`` draws a bar when stderr is a terminal; otherwise (a log file, CI, a pipe) it prints one
+    plain line per stage and at least every ``line_interval_s`` seconds, so a long run is never silent.
+    """
+
+    def __init__(self, mode: str, line_interval_s: float = 5.0, stream=None) -> None:
         self.mode = mode
+        self.stream = stream if stream is not None else sys.stderr
         self.bar = None
-        if mode == "bar":
+        self.line_interval_s = line_interval_s
+        self.started = time.monotonic()
+        self.last_line = (-1.0, "")  # (time, stage) of the last plain line
+        if mode == "bar" and self.stream.isatty():
             from tqdm import tqdm
 
-            self.bar = tqdm(total=100, file=sys.stderr, unit="%", bar_format="{desc:<18}{percentage:3.0f}%|{bar}| {elapsed}")
+            self.bar = tqdm(total=100, file=self.stream, unit="%", bar_format="{desc:<18}{percentage:3.0f}%|{bar}| {elapsed}")
 
     def __call__(self, fraction: float, stage: str) -> None:
         if self.mode == "json":
@@ -84,6 +102,12 @@ class ProgressPrinter:
             self.bar.set_description_str(stage)
             self.bar.n = round(100 * fraction)
             self.bar.refresh()
+        elif self.mode == "bar":
+            now = time.monotonic()
+            last_time, last_stage = self.last_line
+            if stage != last_stage or now - last_time >= self.line_interval_s:
+                self.last_line = (now, stage)
+                print(f"[{now - self.started:6.1f} s] {100 * fraction:3.0f}% {stage}", file=self.stream, flush=True)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -143,18 +167,20 @@ def _run(args: argparse.Namespace, json_mode: bool) -> int:
             threshold=args.threshold,
             output="binary" if args.binary else "instances",
             batch_size=args.batch_size,
+            allow_unusual_input=args.allow_unusual_input,
             progress=StageProgress(printer, 0.0, 0.95),
         )
         printer(0.95, "writing")
+        from ..measure import measure_nodes, write_node_table
+        from ..output_files import written_together
         from ..segmentation_io import write_segmentation
 
-        written = {"segmentation": str(write_segmentation(out, result.labels, result.model_card, overwrite=args.overwrite, binary=args.binary))}
-        from ..measure import measure_nodes, write_node_table
-
         measurements = measure_nodes(result.labels, ct, nodes_from="components" if args.binary else "labels")
-        if table is not None:
-            metadata = {"ct": str(ct_path), "segmentation": str(out), "model": result.model_card.title}
-            written["table"] = str(write_node_table(table, measurements, overwrite=args.overwrite, metadata=metadata))
+        with written_together():  # the segmentation and its table appear together or not at all
+            written = {"segmentation": str(write_segmentation(out, result.labels, result.model_card, overwrite=args.overwrite, binary=args.binary))}
+            if table is not None:
+                metadata = {"ct": str(ct_path), "segmentation": str(out), "model": result.model_card.title}
+                written["table"] = str(write_node_table(table, measurements, overwrite=args.overwrite, metadata=metadata))
         printer(1.0, "done")
     finally:
         printer.close()

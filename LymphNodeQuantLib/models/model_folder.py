@@ -21,7 +21,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 from ..errors import ModelError, OutputExistsError
 
@@ -45,26 +45,48 @@ DEFAULT_LABELS = [
 #: "anatomy_filter" drops candidates that cannot be mediastinal nodes (postprocess.filter_candidates)
 DEFAULT_POSTPROCESSING = {"threshold": 0.5, "min_node_volume_mm3": 65.0, "min_node_voxels": 4, "anatomy_filter": True}
 
-#: keys model.json must have (dotted paths)
-REQUIRED_KEYS = (
-    "name",
-    "version",
-    "architecture",
-    "architecture.name",
-    "architecture.arguments",
-    "input",
-    "input.spacing_zyx_mm",
-    "input.normalization",
-    "input.normalization.mean",
-    "input.normalization.std",
-    "input.patch_size_zyx",
-    "labels",
-    "weights",
-    "weights.file",
-    "weights.sha256",
-    "weights.size_bytes",
-)
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
+
+def _three(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda value: isinstance(value, (list, tuple)) and len(value) == 3 and all(check(v) for v in value)
+
+
+#: keys model.json must have (dotted paths) -> (type check, what the value must be)
+REQUIRED_KEYS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "name": (lambda v: isinstance(v, str) and bool(v), "a non-empty string"),
+    "version": (lambda v: isinstance(v, str) and bool(v), "a non-empty string"),
+    "architecture": (lambda v: isinstance(v, dict), "an object"),
+    "architecture.name": (lambda v: isinstance(v, str), "a string"),
+    "architecture.arguments": (lambda v: isinstance(v, dict), "an object"),
+    "input": (lambda v: isinstance(v, dict), "an object"),
+    "input.spacing_zyx_mm": (_three(lambda v: _is_number(v) and v > 0), "a list of 3 positive numbers"),
+    "input.normalization": (lambda v: isinstance(v, dict), "an object"),
+    "input.normalization.mean": (_is_number, "a number"),
+    "input.normalization.std": (lambda v: _is_number(v) and v > 0, "a positive number"),
+    "input.patch_size_zyx": (_three(lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1), "a list of 3 positive integers"),
+    "labels": (lambda v: isinstance(v, list), "a list"),
+    "weights": (lambda v: isinstance(v, dict), "an object"),
+    "weights.file": (lambda v: isinstance(v, str) or (isinstance(v, list) and all(isinstance(f, str) for f in v)),
+                     "a file name (or a list of them)"),
+    # sha256 and size are checked against the file when the weights are loaded (verify_weights);
+    # None: not recorded (an nnU-Net results folder)
+    "weights.sha256": (lambda v: v is None or isinstance(v, str), "a sha256 hex digest"),
+    "weights.size_bytes": (lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 0), "a byte count"),
+}
+
+#: keys model.json may have -> (type check, what the value must be)
+OPTIONAL_KEYS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "input.crop": (lambda v: v in ("mediastinum", "none"), "'mediastinum' or 'none'"),
+    "input.normalization.clip_hu": (lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and all(map(_is_number, v)), "[low, high] in HU"),
+    "postprocessing": (lambda v: isinstance(v, dict), "an object"),
+    "postprocessing.threshold": (lambda v: _is_number(v) and 0 < v < 1, "a number between 0 and 1"),
+    "postprocessing.min_node_volume_mm3": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
+    "postprocessing.min_node_voxels": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "an integer >= 1"),
+    "postprocessing.anatomy_filter": (lambda v: isinstance(v, bool), "true or false"),
+    "output.foreground_channel": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "an integer >= 0"),
+}
 
 def packaged_models_folders() -> list[Path]:
     """Folders searched for installed models, in order (environment, source tree, installed package data)."""
@@ -105,20 +127,17 @@ class ModelCard:
 
     @classmethod
     def from_dict(cls, data: dict, folder: Optional[Path] = None, source: str = "model.json") -> "ModelCard":
-        for key in REQUIRED_KEYS:
+        for key, (valid, expected) in {**REQUIRED_KEYS, **OPTIONAL_KEYS}.items():
             try:
-                _get(data, key)
+                value = _get(data, key)
             except KeyError:
+                if key in OPTIONAL_KEYS:
+                    continue
                 raise ModelError(f"{source} lacks the key '{key}'; re-export the model (see README, 'Models').") from None
+            if not valid(value):
+                raise ModelError(f"{source}: '{key}' must be {expected}, got {json.dumps(value)[:80]}; re-export the model "
+                                 "(see README, 'Models').")
         card = cls(Path(folder) if folder is not None else None, copy.deepcopy(data))
-        if len(card.spacing_zyx_mm) != 3 or min(card.spacing_zyx_mm) <= 0:
-            raise ModelError(f"{source}: input.spacing_zyx_mm must be 3 positive numbers, got {card.spacing_zyx_mm}.")
-        if len(card.patch_size_zyx) != 3 or min(card.patch_size_zyx) < 1:
-            raise ModelError(f"{source}: input.patch_size_zyx must be 3 positive integers, got {card.patch_size_zyx}.")
-        if float(card.normalization["std"]) <= 0:
-            raise ModelError(f"{source}: input.normalization.std must be positive.")
-        if card.crop not in ("mediastinum", "none"):
-            raise ModelError(f"{source}: input.crop must be 'mediastinum' or 'none', got '{card.crop}'.")
         return card
 
     # convenient views of the JSON
@@ -200,7 +219,7 @@ def save_model_folder(folder: PathLike, network, card: dict, overwrite: bool = F
     data = copy.deepcopy(dict(card))
     data.setdefault("labels", copy.deepcopy(DEFAULT_LABELS))
     data.setdefault("postprocessing", dict(DEFAULT_POSTPROCESSING))
-    data["weights"] = {"file": WEIGHTS_FILE_NAME, "format": "safetensors", "sha256": "0" * 64, "size_bytes": 0}
+    data["weights"] = {"file": WEIGHTS_FILE_NAME, "format": "safetensors", "sha256": None, "size_bytes": None}  # filled after writing
     ModelCard.from_dict(data, folder, source=f"the card for '{folder}'")  # validate keys before writing
 
     from .networks import build_network
