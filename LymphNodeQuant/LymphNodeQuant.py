@@ -509,7 +509,7 @@ class LymphNodeQuantTest(ScriptedLoadableModuleTest):  # noqa: F405
         for value in labelValues:
             segment = segmentation.GetSegment(segmentations.segment_id_for_label(segmentationNode, value))
             self.assertEqual(segment.GetName(), f"Lymph node {value}")
-            codes = terminology.parse_terminology_entry(segment.GetTerminology())
+            codes = terminology.parse_terminology_entry(terminology.segment_terminology(segment))
             self.assertEqual(codes["category"].value, "85756007")
             self.assertEqual(codes["type"].value, "59441001")
             self.assertEqual(codes["region"].value, "72410000")
@@ -549,7 +549,7 @@ class LymphNodeQuantTest(ScriptedLoadableModuleTest):  # noqa: F405
         modelName = vtk.reference("")
         self.assertTrue(firstSegment.GetTag(segmentations.ATTRIBUTE_MODEL_NAME, modelName))
         self.assertEqual(str(modelName), card.name)
-        self.assertEqual(firstSegment.GetTerminology(), segmentation.GetNthSegment(0).GetTerminology())
+        self.assertEqual(terminology.segment_terminology(firstSegment), terminology.segment_terminology(segmentation.GetNthSegment(0)))
         self.delayDisplay("Test passed")
 
     def test_CancelLeavesSceneUnchanged(self):

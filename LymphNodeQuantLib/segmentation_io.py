@@ -15,57 +15,18 @@ from typing import Optional
 
 import numpy as np
 
+from .codes import codes_from_model_label, node_color, terminology_entry_text
 from .errors import InputError
 from .geometry import Volume
 from .io import PathLike, atomic_write, write_volume
-from .models.model_folder import LYMPH_NODE_TERMINOLOGY
 
 SEGMENTATION_SUFFIX = ".seg.nrrd"
-
-#: colours (RGB 0..1) cycled over nodes so neighbouring nodes are told apart in Slicer's views
-NODE_COLORS_RGB = [
-    (0.847, 0.396, 0.310),
-    (0.992, 0.839, 0.180),
-    (0.259, 0.647, 0.961),
-    (0.541, 0.788, 0.384),
-    (0.737, 0.467, 0.859),
-    (0.992, 0.604, 0.200),
-    (0.376, 0.831, 0.812),
-    (0.957, 0.427, 0.663),
-]
-
-_TERMINOLOGY_CONTEXT = "Segmentation category and type - 3D Slicer General Anatomy list"
-_ANATOMIC_CONTEXT = "Anatomic codes - DICOM master list"
-
-
-def _code(entry: Optional[dict]) -> str:
-    if not entry:
-        return "^^"
-    return f"{entry['scheme']}^{entry['code']}^{entry['meaning']}"
-
-
-def terminology_tag(terminology: dict = LYMPH_NODE_TERMINOLOGY) -> str:
-    """Slicer's ``TerminologyEntry`` string for a {category, type, region} terminology."""
-    return "~".join(
-        [
-            _TERMINOLOGY_CONTEXT,
-            _code(terminology.get("category")),
-            _code(terminology.get("type")),
-            "^^",  # type modifier
-            _ANATOMIC_CONTEXT,
-            _code(terminology.get("region")),
-            "^^",  # region modifier
-        ]
-    )
 
 
 def segment_metadata(labels: Volume, binary: bool, model_card=None) -> dict[str, str]:
     """The NRRD custom fields describing each label value as a Slicer segment."""
-    terminology = LYMPH_NODE_TERMINOLOGY
-    base_color = NODE_COLORS_RGB[0]
-    if model_card is not None and model_card.labels:
-        terminology = model_card.labels[0].get("terminology", terminology)
-        base_color = tuple(model_card.labels[0].get("color_rgb", base_color))
+    label_entry = model_card.labels[0] if model_card is not None and model_card.labels else None
+    terminology = terminology_entry_text(*codes_from_model_label(label_entry))
     values = [int(v) for v in np.unique(labels.array) if v != 0]
     size_xyz = tuple(reversed(labels.array.shape))
     extent = f"0 {size_xyz[0] - 1} 0 {size_xyz[1] - 1} 0 {size_xyz[2] - 1}"
@@ -74,9 +35,9 @@ def segment_metadata(labels: Volume, binary: bool, model_card=None) -> dict[str,
         "Segmentation_ContainedRepresentationNames": "Binary labelmap|",
         "Segmentation_ReferenceImageExtentOffset": "0 0 0",
     }
-    tags = f"Segmentation.Status:completed|TerminologyEntry:{terminology_tag(terminology)}|"
+    tags = f"Segmentation.Status:completed|TerminologyEntry:{terminology}|"
     for index, value in enumerate(values):
-        color = base_color if binary or index == 0 else NODE_COLORS_RGB[index % len(NODE_COLORS_RGB)]
+        color = node_color(1 if binary else value)  # node N has the colour the Slicer module gives node N
         name = "Lymph nodes" if binary else f"Lymph node {value}"
         prefix = f"Segment{index}_"
         fields.update(

@@ -81,7 +81,7 @@ def test_labels_become_named_segments_with_terminology_colours_and_model_info(mr
         segment = segmentation.GetSegment(segment_id)
         assert segment.GetName() == f"Lymph node {value}"
         assert segment.GetLabelValue() == value
-        codes = terminology.parse_terminology_entry(segment.GetTerminology())
+        codes = terminology.parse_terminology_entry(terminology.segment_terminology(segment))
         assert (codes["category"].scheme, codes["category"].value) == ("SCT", "85756007")
         assert (codes["type"].value, codes["type"].meaning) == ("59441001", "Lymph node")
         assert (codes["region"].value, codes["region"].meaning) == ("72410000", "Mediastinum")
@@ -162,7 +162,7 @@ def test_seg_nrrd_save_and_reload_round_trips(mrml_scene, oblique_phantom, tmp_p
     export = segmentations.labels_from_segmentation_node(reloaded, ct_node)
     assert np.array_equal(export.labels.array, oblique_phantom.node_labels.array)
     segment = reloaded.GetSegmentation().GetNthSegment(0)
-    codes = terminology.parse_terminology_entry(segment.GetTerminology())
+    codes = terminology.parse_terminology_entry(terminology.segment_terminology(segment))
     assert codes["type"].value == "59441001" and codes["region"].value == "72410000"
     version = vtk.reference("")
     assert segment.GetTag(segmentations.ATTRIBUTE_MODEL_VERSION, version) and str(version) == "2.0"

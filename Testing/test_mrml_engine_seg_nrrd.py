@@ -34,7 +34,7 @@ def test_engine_seg_nrrd_loads_with_names_terminology_and_label_identity(mrml_sc
     for value in values:
         segment_id = segmentations.segment_id_for_label(node, value)
         assert segment_id, f"no segment named 'Lymph node {value}'"
-        codes = terminology.parse_terminology_entry(segmentation.GetSegment(segment_id).GetTerminology())
+        codes = terminology.parse_terminology_entry(terminology.segment_terminology(segmentation.GetSegment(segment_id)))
         assert codes["type"].value == "59441001" and codes["region"].value == "72410000"
     ct_node = add_volume_node(mrml_scene, phantom.ct, "ct")
     export = segmentations.labels_from_segmentation_node(node, ct_node)

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from LymphNodeQuantLib.codes import node_color, terminology_entry_text
 from LymphNodeQuantLib.errors import InputError, OutputExistsError
 from LymphNodeQuantLib.geometry import ImageGeometry, Volume
 from LymphNodeQuantLib.io import read_volume
@@ -60,6 +61,7 @@ def test_binary_and_plain_label_map(tmp_path):
 @pytest.mark.mrml
 def test_slicer_storage_node_reads_our_file(tmp_path, mrml_scene):
     import slicer
+    import vtk
 
     labels = node_labels()
     path = write_segmentation(tmp_path / "nodes.seg.nrrd", labels, card())
@@ -75,7 +77,10 @@ def test_slicer_storage_node_reads_our_file(tmp_path, mrml_scene):
         segment = segmentation.GetNthSegment(index)
         names.append(segment.GetName())
         values.append(segment.GetLabelValue())
-        assert "SCT^59441001^Lymph node" in segment.GetTerminology()
+        entry = vtk.reference("")
+        assert segment.GetTag(segment.GetTerminologyEntryTagName(), entry)  # the tag every Slicer version reads
+        assert "SCT^59441001^Lymph node" in str(entry)
+        assert segment.GetColor() == pytest.approx(node_color(segment.GetLabelValue()), abs=1e-5)  # as the module colours node N
     assert names == ["Lymph node 1", "Lymph node 2", "Lymph node 3"]
     assert values == [1, 2, 3]
     # voxel content: the second segment's binary labelmap holds node 2's voxel count
@@ -85,3 +90,12 @@ def test_slicer_storage_node_reads_our_file(tmp_path, mrml_scene):
 
     voxels = vtk_to_numpy(labelmap.GetPointData().GetScalars())
     assert int((voxels > 0).sum()) == int((labels.array == 2).sum())
+
+
+def test_engine_terminology_text_is_what_slicer_serializes(mrml_scene):
+    """The .seg.nrrd writer spells the entry by hand (no Slicer in the engine): it must equal Slicer's own."""
+    from LymphNodeQuantMRML import terminology
+
+    assert terminology_entry_text() == terminology.terminology_entry()
+    other = terminology.Code("SCT", "1234", "Other")
+    assert terminology_entry_text(other, other, other) == terminology.terminology_entry(other, other, other)

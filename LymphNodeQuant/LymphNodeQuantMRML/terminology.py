@@ -1,68 +1,20 @@
-"""SNOMED CT terminology and display colours for lymph-node segments."""
+"""SNOMED CT terminology of lymph-node segments, serialized by Slicer itself (codes: ``LymphNodeQuantLib.codes``)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Mapping, Optional
-
-TERMINOLOGY_CONTEXT = "Segmentation category and type - 3D Slicer General Anatomy list"
-ANATOMIC_CONTEXT = "Anatomic codes - DICOM master list"
-
-
-@dataclass(frozen=True)
-class Code:
-    """A coded concept: (coding scheme designator, code value, code meaning)."""
-
-    scheme: str
-    value: str
-    meaning: str
-
-
-TISSUE = Code("SCT", "85756007", "Tissue")
-LYMPH_NODE = Code("SCT", "59441001", "Lymph node")
-MEDIASTINUM = Code("SCT", "72410000", "Mediastinum")
-
-#: Distinct, colour-blind-friendly colours (Okabe-Ito, then Tol's muted set) cycled over nodes so
-#: neighbouring nodes are told apart in the slice views.
-NODE_COLORS_RGB = (
-    (0.902, 0.624, 0.000),
-    (0.337, 0.706, 0.914),
-    (0.000, 0.620, 0.451),
-    (0.941, 0.894, 0.259),
-    (0.000, 0.447, 0.698),
-    (0.835, 0.369, 0.000),
-    (0.800, 0.475, 0.655),
-    (0.533, 0.800, 0.933),
-    (0.267, 0.667, 0.600),
-    (0.600, 0.600, 0.200),
-    (0.867, 0.800, 0.467),
-    (0.800, 0.400, 0.467),
+# one definition of the codes and colours, shared with the engine's .seg.nrrd writer
+from LymphNodeQuantLib.codes import (  # noqa: E402,F401  (re-exported for the module)
+    ANATOMIC_CONTEXT,
+    LYMPH_NODE,
+    MEDIASTINUM,
+    NODE_COLORS_RGB,
+    TERMINOLOGY_CONTEXT,
+    TISSUE,
+    Code,
+    codes_from_model_label,
+    node_color,
+    parse_terminology_entry,
 )
-
-
-def node_color(label_value: int) -> tuple[float, float, float]:
-    """Display colour of node ``label_value`` (1-based)."""
-    return NODE_COLORS_RGB[(int(label_value) - 1) % len(NODE_COLORS_RGB)]
-
-
-def _code_from(entry: Any, default: Code) -> Code:
-    """Read a code from a model card entry (dict with scheme/value/meaning in common spellings)."""
-    if not isinstance(entry, Mapping):
-        return default
-    scheme = entry.get("scheme") or entry.get("scheme_designator") or entry.get("CodingSchemeDesignator") or default.scheme
-    value = entry.get("value") or entry.get("code") or entry.get("code_value") or entry.get("CodeValue") or default.value
-    meaning = entry.get("meaning") or entry.get("code_meaning") or entry.get("CodeMeaning") or default.meaning
-    return Code(str(scheme), str(value), str(meaning))
-
-
-def codes_from_model_label(label: Optional[Mapping[str, Any]]) -> tuple[Code, Code, Code]:
-    """(category, type, region) of a model card's label entry; the SNOMED lymph-node codes by default."""
-    terminology = (label or {}).get("terminology") or {}
-    return (
-        _code_from(terminology.get("category"), TISSUE),
-        _code_from(terminology.get("type"), LYMPH_NODE),
-        _code_from(terminology.get("region") or terminology.get("anatomic_region"), MEDIASTINUM),
-    )
 
 
 def terminology_entry(category: Code = TISSUE, type_: Code = LYMPH_NODE, region: Code = MEDIASTINUM) -> str:
@@ -80,14 +32,14 @@ def terminology_entry(category: Code = TISSUE, type_: Code = LYMPH_NODE, region:
     )  # fmt: skip
 
 
-def parse_terminology_entry(entry: str) -> dict[str, Code]:
-    """Split a serialized entry back into its category, type and region codes (for checks and tests)."""
-    parts = entry.split("~")
-    if len(parts) < 7:
-        return {}
+def set_segment_terminology(segment, entry: str) -> None:
+    """Store ``entry`` on a ``vtkSegment``; the tag works on every Slicer (``SetTerminology`` only from 5.10)."""
+    segment.SetTag(segment.GetTerminologyEntryTagName(), entry)
 
-    def code(text: str) -> Code:
-        scheme, value, meaning = (text.split("^") + ["", "", ""])[:3]
-        return Code(scheme, value, meaning)
 
-    return {"category": code(parts[1]), "type": code(parts[2]), "region": code(parts[5])}
+def segment_terminology(segment) -> str:
+    """The serialized terminology entry of a ``vtkSegment`` ("" when it has none), on every Slicer version."""
+    import vtk
+
+    value = vtk.reference("")
+    return str(value) if segment.GetTag(segment.GetTerminologyEntryTagName(), value) else ""

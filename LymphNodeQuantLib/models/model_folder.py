@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
+from ..codes import LYMPH_NODE_TERMINOLOGY, node_color
 from ..errors import ModelError, OutputExistsError
 
 PathLike = Union[str, os.PathLike]
@@ -32,14 +33,8 @@ MODEL_CARD_NAME = "model.json"
 WEIGHTS_FILE_NAME = "weights.safetensors"
 MODEL_PATH_ENVIRONMENT = "LNQ_MODEL_PATH"
 
-#: SNOMED CT codes (DICOM/Slicer terminology) for the single output label of lymph node models
-LYMPH_NODE_TERMINOLOGY = {
-    "category": {"scheme": "SCT", "code": "85756007", "meaning": "Tissue"},
-    "type": {"scheme": "SCT", "code": "59441001", "meaning": "Lymph node"},
-    "region": {"scheme": "SCT", "code": "72410000", "meaning": "Mediastinum"},
-}
 DEFAULT_LABELS = [
-    {"value": 1, "name": "Lymph node", "color_rgb": [0.847, 0.396, 0.310], "terminology": LYMPH_NODE_TERMINOLOGY}
+    {"value": 1, "name": "Lymph node", "color_rgb": list(node_color(1)), "terminology": LYMPH_NODE_TERMINOLOGY}
 ]
 #: a node is at least a 5 mm sphere (65 mm3) and 4 voxels, so one voxel of a coarse scan is never a node;
 #: "anatomy_filter" drops candidates that cannot be mediastinal nodes (postprocess.filter_candidates)
