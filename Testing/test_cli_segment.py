@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 
 from LymphNodeQuantLib.cli import main
 from LymphNodeQuantLib.geometry import ImageGeometry, Volume
@@ -19,6 +20,25 @@ def test_segment_writes_segmentation_and_table(tiny_model, ct_file, tmp_path, ca
     document = json.loads(table.read_text())
     assert len(document["nodes"]) == len(segments) and document["model"] == "tiny-cli 0.1"
     assert "tiny-cli 0.1 on cpu" in capsys.readouterr().out
+
+
+def test_packaged_model_finds_and_writes_real_segments(ct_file, tmp_path, capsys):
+    """The default model on a small phantom: segments exist, match the table row for row, and hit true nodes."""
+    from LymphNodeQuantLib.evaluate import evaluate_case
+    from LymphNodeQuantLib.synthetic import make_phantom
+
+    out, table = tmp_path / "nodes.seg.nrrd", tmp_path / "nodes.json"
+    assert main(["segment", str(ct_file), "--out", str(out), "--table", str(table), "--progress", "none"]) == 0
+    labels, segments = read_segmentation(out)
+    rows = json.loads(table.read_text())["nodes"]
+    assert len(segments) >= 3 and [s["label_value"] for s in segments] == list(range(1, len(segments) + 1))
+    assert [row["node_id"] for row in rows] == [s["label_value"] for s in segments]
+    for row in rows:  # each table row measures exactly its segment's voxels
+        voxels = int((labels.array == row["node_id"]).sum())
+        assert row["volume_mm3"] == pytest.approx(voxels * labels.geometry.voxel_volume_mm3, rel=1e-6)
+    truth = make_phantom((32, 80, 80), (3.0, 4.0, 4.0), seed=5).full_labels  # the phantom ct_file was made from
+    scores = evaluate_case(labels, truth)
+    assert scores.true_positives >= 3 and scores.dice > 0.5
 
 
 def test_existing_outputs_refused_before_work(tiny_model, ct_file, tmp_path, capsys):

@@ -240,3 +240,80 @@ def test_bad_inputs(phantom):
             resolve_device("cuda")
     with pytest.raises(InputError, match="Unknown device"):
         resolve_device("tpu")
+
+
+class _ShiftRight(torch.nn.Module):
+    """A one-channel 'network' that is not mirror-symmetric: its logit at x is the input at x - 1."""
+
+    def forward(self, x):
+        return torch.roll(x, shifts=1, dims=-1)
+
+
+def test_tta_averages_the_mirrored_predictions_of_an_asymmetric_network():
+    image = np.random.default_rng(4).normal(size=(8, 16, 16)).astype(np.float32)  # exactly one window
+    predictor = WindowPredictor(_ShiftRight(), "cpu")
+    plain = sliding_window_probability(image, predictor, image.shape)
+    mirrored = sliding_window_probability(image, predictor, image.shape, tta=True)
+    sigmoid = lambda a: 1.0 / (1.0 + np.exp(-a))  # noqa: E731
+    right, left = sigmoid(np.roll(image, 1, axis=-1)), sigmoid(np.roll(image, -1, axis=-1))
+    np.testing.assert_allclose(plain, right, atol=1e-6)
+    # half of the 8 passes flip x, so the shift runs the other way in them; flips of z and y change nothing here
+    np.testing.assert_allclose(mirrored, (right + left) / 2, atol=1e-6)
+    assert np.abs(mirrored - plain).max() > 0.1
+
+
+@pytest.mark.filterwarnings("ignore:CUDA is not available")  # the autocast object is only inspected
+def test_autocast_choice_per_device_and_setting(monkeypatch):
+    """The mixed-precision logic, checked on a CPU-only machine: bf16 where the GPU has it, else fp16, never on CPU."""
+    import contextlib
+
+    predictor = WindowPredictor(_ShiftRight(), "cpu")
+    assert isinstance(predictor._autocast(), contextlib.nullcontext)  # CPU: full precision
+    predictor.device = torch.device("cuda")  # only the choice is tested; nothing runs on it
+    for supported, expected in ((True, torch.bfloat16), (False, torch.float16)):
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda supported=supported: supported)
+        context = predictor._autocast()
+        assert isinstance(context, torch.autocast) and context.fast_dtype == expected
+    predictor.mixed_precision = "fp16"
+    assert predictor._autocast().fast_dtype == torch.float16
+    predictor.mixed_precision = "fp32"
+    assert isinstance(predictor._autocast(), contextlib.nullcontext)
+
+
+class _PointwiseNetwork(torch.nn.Module):
+    """Two-class logits from each voxel alone, so padding placement cannot change the inner voxels."""
+
+    def forward(self, x):
+        return torch.cat([torch.zeros_like(x), 2.0 * x - 0.5], dim=1)
+
+
+def test_image_smaller_than_a_patch_agrees_with_monai_padding():
+    from monai.inferers import sliding_window_inference
+
+    image = np.random.default_rng(1).normal(size=(5, 30, 12)).astype(np.float32)  # smaller than the patch on z and x
+    patch = (8, 16, 16)
+    network = _PointwiseNetwork()
+    ours = sliding_window_probability(image, WindowPredictor(network, "cpu"), patch, overlap=0.5, pad_value=-3.0)
+    with torch.no_grad():
+        theirs = sliding_window_inference(torch.from_numpy(image)[None, None], patch, 2, lambda x: torch.softmax(network(x), 1)[:, 1:2],
+                                          overlap=0.5, mode="gaussian", padding_mode="constant", cval=-3.0)[0, 0].numpy()
+    assert ours.shape == image.shape == theirs.shape
+    np.testing.assert_allclose(ours, theirs, atol=1e-5)
+
+
+def test_slab_wise_resample_and_threshold_equals_whole_volume():
+    import SimpleITK as sitk
+
+    from LymphNodeQuantLib.geometry import ImageGeometry, Volume
+    from LymphNodeQuantLib.inference import probability_to_mask
+    from LymphNodeQuantLib.preprocessing import resampled_geometry
+
+    rng = np.random.default_rng(2)
+    probability = Volume(rng.random((12, 20, 18)).astype(np.float32), ImageGeometry((12, 20, 18), (3.0, 2.0, 2.5), (5.0, -3.0, 7.0)))
+    target = resampled_geometry(probability.geometry, (1.1, 0.9, 1.3))
+    slab_wise = probability_to_mask(probability, target, 0.5, slab_slices=5)  # several slabs and a short last one
+    reference = sitk.Image([int(v) for v in reversed(target.shape_zyx)], sitk.sitkFloat32)
+    target.apply_to_sitk(reference)
+    whole = sitk.GetArrayFromImage(sitk.Resample(probability.to_sitk(), reference, sitk.Transform(), sitk.sitkLinear, 0.0))
+    assert target.shape_zyx[0] % 5 != 0
+    np.testing.assert_array_equal(slab_wise, (whole > 0.5).astype(np.uint8))

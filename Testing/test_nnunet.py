@@ -33,7 +33,7 @@ ARCH_KWARGS = {
 }
 
 
-def make_nnunet_folder(root, folds=(0,), transpose=(0, 1, 2), seed=0, checkpoint_extra=None):
+def make_nnunet_folder(root, folds=(0,), transpose=(0, 1, 2), seed=0, checkpoint_extra=None, fold_seeds=None):
     folder = root / "Dataset901_TinyLNQ" / "nnUNetTrainer__nnUNetPlans__3d_fullres"
     folder.mkdir(parents=True)
     dataset = {"channel_names": {"0": "CT"}, "labels": {"background": 0, "lymph_node": 1}, "numTraining": 3, "file_ending": ".nii.gz"}
@@ -76,7 +76,7 @@ def make_nnunet_folder(root, folds=(0,), transpose=(0, 1, 2), seed=0, checkpoint
     architecture = {"name": "PlainConvUNet", "arguments": {**ARCH_KWARGS, "input_channels": 1, "num_classes": 2}}
     networks = []
     for fold in folds:
-        torch.manual_seed(seed + fold)
+        torch.manual_seed(fold_seeds[fold] if fold_seeds else seed + fold)
         network = build_network(architecture)
         networks.append(network)
         (folder / f"fold_{fold}").mkdir()
@@ -113,12 +113,23 @@ def test_loaded_network_equals_checkpoint(tmp_path):
 
 
 def test_folds_are_ensembled_by_logit_average(tmp_path):
-    folder, networks = make_nnunet_folder(tmp_path, folds=(0, 1), checkpoint_extra={"logging": {"ema": np.float64(0.5)}})
-    loaded = load_model(folder)
+    """Checked by properties, not by re-typing the formula: duplicated folds change nothing, fold order
+    does not matter, and the ensemble is the logit midpoint (not the probability average) of two folds."""
     x = torch.randn(1, 1, 8, 32, 32)
+    twin_folder, (single, _) = make_nnunet_folder(tmp_path / "twins", folds=(0, 1), fold_seeds={0: 7, 1: 7})
     with torch.no_grad():
-        expected = sum(n.eval()(x) for n in networks) / 2
-        assert torch.allclose(loaded.network(x), expected, atol=1e-6)
+        assert torch.allclose(load_model(twin_folder).network(x), single.eval()(x), atol=1e-6)  # a sum without /n fails
+    pair, (first, second) = make_nnunet_folder(tmp_path / "pair", folds=(0, 1), fold_seeds={0: 1, 1: 2},
+                                               checkpoint_extra={"logging": {"ema": np.float64(0.5)}})
+    swapped, _ = make_nnunet_folder(tmp_path / "swapped", folds=(0, 1), fold_seeds={0: 2, 1: 1})
+    loaded = load_model(pair)
+    with torch.no_grad():
+        ensemble, a, b = loaded.network(x), first.eval()(x), second.eval()(x)
+        assert torch.allclose(ensemble, load_model(swapped).network(x), atol=1e-6)  # no fold is weighted more
+        assert not torch.allclose(a, b, atol=1e-3)  # the two folds really differ
+        assert torch.allclose(ensemble - a, b - ensemble, atol=1e-5)  # midpoint of the logits
+        probability_average = (a.softmax(1) + b.softmax(1)) / 2
+        assert not torch.allclose(ensemble.softmax(1), probability_average, atol=1e-4)  # nnU-Net averages logits
     assert any("full unpickling" in m for m in loaded.card.data["load_messages"])
 
 

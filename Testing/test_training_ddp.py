@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-torch = pytest.importorskip("torch")
+import torch  # a hard dependency: a broken install must fail, not skip
 
 from LymphNodeQuantLib.models.networks import plain_unet_architecture
 from LymphNodeQuantLib.training.config import TrainingConfig
@@ -44,3 +44,25 @@ def test_ddp_two_gloo_processes(tmp_path, repo_root):
     state = torch.load(out / "checkpoint_final.pt", map_location="cpu", weights_only=False)
     assert state["epoch"] == 1 and not any(k.startswith("module.") for k in state["network"])
     assert completed.stdout.count("Checkpoint:") == 1
+
+
+def _mean_on_rank(rank: int, world_size: int, store_file: str, results) -> None:
+    from LymphNodeQuantLib.training.distributed import DistributedContext
+
+    torch.distributed.init_process_group("gloo", init_method=f"file://{store_file}", rank=rank, world_size=world_size)
+    try:
+        results[rank] = DistributedContext(rank, world_size).mean([1.5, 4.0, 0.25][rank])  # each rank's own loss
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_logged_loss_is_the_mean_over_ranks(tmp_path):
+    """DistributedContext.mean on three real gloo ranks: every rank gets the average of all ranks' values."""
+    if not torch.distributed.is_available():
+        pytest.skip("torch.distributed not available in this build")
+    import torch.multiprocessing as multiprocessing
+
+    manager = multiprocessing.get_context("spawn").Manager()
+    results = manager.dict()
+    multiprocessing.spawn(_mean_on_rank, args=(3, str(tmp_path / "store"), results), nprocs=3, join=True)
+    assert dict(results) == {0: pytest.approx(1.9166666667), 1: pytest.approx(1.9166666667), 2: pytest.approx(1.9166666667)}

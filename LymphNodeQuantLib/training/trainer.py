@@ -125,16 +125,16 @@ def compute_loss(model, images, targets, config: TrainingConfig, iteration: int)
     return loss, {}
 
 
-@torch.no_grad()
 def predict_case(network, image: np.ndarray, config: TrainingConfig, device: str) -> np.ndarray:
-    """Node probability on a preprocessed image (sliding window, MONAI)."""
-    from monai.inferers import sliding_window_inference
+    """Node probability on a preprocessed image through the deployment's sliding window
+    (:func:`..sliding_window.sliding_window_probability`: same placement, blending and padding as
+    ``lnq segment``), so the validation Dice in model.json comes from the path that ships."""
+    from ..sliding_window import WindowPredictor, sliding_window_probability
 
     network.eval()
-    tensor = torch.from_numpy(image[None, None]).to(device)
-    logits = sliding_window_inference(tensor, config.patch_size_zyx, 2, network, overlap=config.sliding_window_overlap,
-                                      mode="gaussian", padding_mode="replicate")
-    return torch.softmax(logits.float(), dim=1)[0, 1].cpu().numpy()
+    predictor = WindowPredictor(network, device, batch_size=2)
+    return sliding_window_probability(image, predictor, config.patch_size_zyx, overlap=config.sliding_window_overlap,
+                                      pad_value=float(image.min()))
 
 
 def validate(network, cases: list[CachedCase], config: TrainingConfig, device: str) -> dict:
