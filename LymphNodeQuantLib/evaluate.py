@@ -48,6 +48,7 @@ import numpy as np
 
 from .errors import InputError
 from .geometry import ImageGeometry, Volume
+from .components import connected_nodes, instance_nodes
 from .io import VOLUME_SUFFIXES, PathLike, as_label_array, atomic_write, check_label_map, foreground_note, read_label_map
 from .progress import ProgressCallback
 
@@ -175,20 +176,14 @@ class DetectionResult:
 
 def _node_ids(mask: np.ndarray, labels: Optional[np.ndarray], mode: str) -> tuple[np.ndarray, int, list[int]]:
     """Consecutive node ids 1..count over ``mask`` and, per id, the node's name (label value or component number)."""
-    import cc3d
-
     if mode == "components":
-        ids = cc3d.connected_components(mask, connectivity=26, out_dtype=np.uint32)
-        count = int(ids.max(initial=0))
+        ids, count = connected_nodes(mask, 26)
         return ids, count, list(range(1, count + 1))
     if mode == "labels":
-        values = np.where(mask, labels, 0)
-        present, inverse = np.unique(values, return_inverse=True)  # on the cropped box only
-        count = int(np.count_nonzero(present))
-        if count <= 1:  # a binary map holds no instance ids: its nodes are its components
+        ids, values = instance_nodes(np.where(mask, labels, 0))  # on the cropped box only
+        if len(values) <= 1:  # a binary map holds no instance ids: its nodes are its components
             return _node_ids(mask, None, "components")
-        ids = inverse.reshape(values.shape).astype(np.uint32)
-        return (ids if present[0] == 0 else ids + 1), count, [int(v) for v in present if v != 0]
+        return ids, len(values), [int(v) for v in values]
     raise InputError(f"detection_nodes must be 'components' or 'labels', got '{mode}'.")
 
 

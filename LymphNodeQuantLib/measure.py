@@ -18,6 +18,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from .components import CONNECTIVITIES, connected_nodes, instance_nodes, keep_nodes, nodes_at_least
 from .errors import InputError
 from .geometry import ImageGeometry, Volume
 from .io import PathLike, atomic_write
@@ -97,50 +98,20 @@ def label_nodes(
 
 def _label_nodes(labels: Volume, connectivity: int, min_volume_mm3: float, nodes_from: str) -> tuple[np.ndarray, np.ndarray]:
     """Consecutive node ids 1..N and, for each, the id to report (its label value with ``nodes_from="labels"``)."""
-    import cc3d
-
-    values = None
-
-    if connectivity not in (6, 18, 26):
-        raise InputError(f"connectivity must be 6, 18 or 26 (3-D neighbourhoods), got {connectivity}.")
-    array = np.asarray(labels.array)
     if nodes_from == "components":
-        node_ids = cc3d.connected_components(array != 0, connectivity=connectivity, out_dtype=np.uint32)
+        node_ids, count = connected_nodes(np.asarray(labels.array) != 0, connectivity)
+        reported = np.arange(1, count + 1, dtype=np.int64)
     elif nodes_from == "labels":
-        if array.dtype == bool:
-            array = array.astype(np.uint8)
-        if not np.issubdtype(array.dtype, np.integer):
-            if not np.all(np.mod(array, 1) == 0):
-                raise InputError("The label map holds non-integer values; pass an integer label map (instance ids).")
-            array = array.astype(np.int64)
-        if array.min(initial=0) < 0:
-            raise InputError("The label map holds negative values; instance ids must be >= 0.")
-        if array.dtype == np.uint64:  # np.bincount cannot take uint64
-            array = array.astype(np.int64)
-        largest = int(array.max(initial=0))
-        if largest < 2**24:  # a lookup table is much faster than sorting the whole volume
-            present = np.flatnonzero(np.bincount(array.ravel(), minlength=largest + 1))
-            present = present[present > 0]
-            lookup = np.zeros(largest + 1, dtype=np.uint32)
-            lookup[present] = np.arange(1, present.size + 1, dtype=np.uint32)
-            node_ids = lookup[array]
-            values = present
-        else:
-            unique, inverse = np.unique(array, return_inverse=True)
-            node_ids = (inverse.reshape(array.shape) + (0 if unique[0] == 0 else 1)).astype(np.uint32)
-            values = unique[unique != 0]
+        if connectivity not in CONNECTIVITIES:
+            raise InputError(f"connectivity must be 6, 18 or 26 (3-D neighbourhoods), got {connectivity}.")
+        node_ids, reported = instance_nodes(labels.array)
+        count = len(reported)
     else:
         raise InputError(f"nodes_from must be 'components' or 'labels', got '{nodes_from}'.")
-    count = int(node_ids.max(initial=0))
-    reported = np.arange(1, count + 1, dtype=np.int64) if values is None else np.asarray(values, dtype=np.int64)
     if count and min_volume_mm3 > 0:
-        voxel_counts = np.bincount(node_ids.ravel(), minlength=count + 1)
-        keep = voxel_counts * labels.geometry.voxel_volume_mm3 >= min_volume_mm3
-        keep[0] = False
-        new_ids = np.zeros(count + 1, dtype=np.uint32)
-        new_ids[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.uint32)
-        node_ids = new_ids[node_ids]
-        reported = reported[keep[1:]] if values is not None else np.arange(1, int(keep.sum()) + 1, dtype=np.int64)
+        keep = nodes_at_least(node_ids, count, labels.geometry.spacing_zyx_mm, min_volume_mm3)
+        node_ids, _ = keep_nodes(node_ids, keep)
+        reported = reported[keep[1:]] if nodes_from == "labels" else np.arange(1, int(keep[1:].sum()) + 1, dtype=np.int64)
     return node_ids, reported
 
 

@@ -6,34 +6,22 @@ from typing import Optional
 
 import numpy as np
 
+from .components import connected_nodes, keep_nodes, nodes_at_least, raster_order
+
 
 def label_instances(
     mask: np.ndarray, spacing_zyx_mm, min_volume_mm3: float = 0.0, connectivity: int = 26
 ) -> tuple[np.ndarray, int]:
-    """Connected components of ``mask`` (cc3d) as uint16 labels 1..N, components under ``min_volume_mm3`` dropped.
+    """Connected components of ``mask`` as uint16 labels 1..N, components under ``min_volume_mm3`` dropped.
 
     Numbering follows raster order of each node's first voxel (z, then y, then x), the order
     :func:`LymphNodeQuantLib.measure.measure_nodes` uses, so segment N is table row N.
     """
-    import cc3d
-
-    components, count = cc3d.connected_components(np.ascontiguousarray(mask, dtype=np.uint8), connectivity=connectivity, return_N=True)
+    ids, count = connected_nodes(mask, connectivity)
     if count == 0:
         return np.zeros(mask.shape, np.uint16), 0
-    voxel_mm3 = float(np.prod(spacing_zyx_mm))
-    flat = components.ravel()
-    sizes = np.bincount(flat, minlength=count + 1)
-    # first voxel (C order) of each component
-    first = np.full(count + 1, flat.size, dtype=np.int64)
-    nonzero = np.flatnonzero(flat)
-    np.minimum.at(first, flat[nonzero], nonzero)
-    keep = [c for c in range(1, count + 1) if sizes[c] * voxel_mm3 >= min_volume_mm3]
-    keep.sort(key=lambda c: first[c])
-    if len(keep) > np.iinfo(np.uint16).max:
-        raise ValueError("more than 65535 nodes")
-    remap = np.zeros(count + 1, np.uint16)
-    remap[keep] = np.arange(1, len(keep) + 1, dtype=np.uint16)
-    return remap[components], len(keep)
+    kept, count = keep_nodes(ids, nodes_at_least(ids, count, spacing_zyx_mm, min_volume_mm3), np.uint16)
+    return raster_order(kept, count), count
 
 
 def threshold_probability(probability: np.ndarray, threshold: float = 0.5) -> np.ndarray:
@@ -67,7 +55,7 @@ def filter_candidates(instances: np.ndarray, hu: Optional[np.ndarray], inside_me
     dropped = {reason: 0 for reason in DROP_REASONS}
     if count == 0:
         return instances.astype(np.uint16), 0, dropped
-    index = np.arange(1, count + 1)
+    index = np.arange(1, count + 1)  # node ids, for the per-node medians
     voxels = np.bincount(instances.ravel(), minlength=count + 1)[1:]
     reason = np.full(count, "", dtype=object)
     small = (voxels < min_voxels) | (voxels * float(np.prod(spacing_zyx_mm)) < min_volume_mm3)
@@ -81,7 +69,5 @@ def filter_candidates(instances: np.ndarray, hu: Optional[np.ndarray], inside_me
         reason[(reason == "") & (inside < MIN_FRACTION_IN_MEDIASTINUM * voxels)] = "outside_mediastinum"
     for name in DROP_REASONS:
         dropped[name] = int(np.count_nonzero(reason == name))
-    remap = np.zeros(count + 1, np.uint16)
-    kept = index[reason == ""]
-    remap[kept] = np.arange(1, kept.size + 1, dtype=np.uint16)  # label_instances numbered in raster order already
-    return remap[instances], int(kept.size), dropped
+    labels, kept = keep_nodes(instances, np.concatenate([[False], reason == ""]), np.uint16)  # raster order kept
+    return labels, kept, dropped
