@@ -35,8 +35,6 @@ predicted short axis for precision), as in Fischer et al.
 
 from __future__ import annotations
 
-import csv
-import io as _io
 import json
 import math
 import re
@@ -46,11 +44,20 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from .components import connected_nodes, instance_nodes
 from .errors import InputError
 from .geometry import ImageGeometry, Volume
-from .components import connected_nodes, instance_nodes
-from .io import VOLUME_SUFFIXES, PathLike, as_label_array, atomic_write, check_label_map, foreground_note, read_label_map
+from .io import (
+    VOLUME_SUFFIXES,
+    PathLike,
+    as_label_array,
+    atomic_write,
+    check_label_map,
+    foreground_note,
+    read_label_map,
+)
 from .progress import ProgressCallback
+from .table_format import csv_text, json_safe
 
 #: Short-axis bin edges in mm for per-node detection (2.5 mm bins; the last bin is open).
 SHORT_AXIS_BIN_EDGES_MM: tuple[float, ...] = (0.0, 2.5, 5.0, 7.5, 10.0, 12.5, 15.0, 17.5, 20.0, math.inf)
@@ -301,7 +308,7 @@ class CaseEvaluation:
     prediction_node_matches: list[NodeMatch] = field(default_factory=list)  # per predicted node
 
     def to_dict(self) -> dict:
-        return _json_safe(asdict(self))
+        return json_safe(asdict(self))
 
 
 #: Columns of the per-case CSV written by :func:`write_case_table`.
@@ -489,7 +496,7 @@ def summarize(evaluations: Sequence[CaseEvaluation], *, nan_policy: str = "worst
         )
         bins.append({"short_axis_bin_mm": label, **counts})
     summary["detection_bins"] = bins
-    return _json_safe(summary)
+    return json_safe(summary)
 
 
 _TAG = re.compile(r"([-_.](seg|pred|prediction|label|labels|mask))$", re.I)
@@ -568,44 +575,17 @@ def evaluate_folder(
 
 
 # ---------------------------------------------------------------------------------------- output
-def _json_safe(value):
-    if isinstance(value, float):
-        return None if not math.isfinite(value) else value
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, np.generic):
-        return _json_safe(value.item())
-    return value
-
-
-def _cell(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return "nan" if math.isnan(value) else f"{value:.6g}"
-    if isinstance(value, list):
-        return "; ".join(str(v) for v in value)
-    return str(value)
-
-
 def case_table_csv(evaluations: Sequence[CaseEvaluation]) -> str:
-    buffer = _io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(CASE_TABLE_COLUMNS)
-    for evaluation in evaluations:
-        writer.writerow([_cell(getattr(evaluation, name)) for name in CASE_TABLE_COLUMNS])
-    return buffer.getvalue()
+    return csv_text(CASE_TABLE_COLUMNS, ({name: getattr(e, name) for name in CASE_TABLE_COLUMNS} for e in evaluations))
 
 
 def write_case_table(path: PathLike, evaluations: Sequence[CaseEvaluation], overwrite: bool = False) -> Path:
-    """Per-case CSV (NaN written as ``nan``)."""
+    """Per-case CSV (no value, e.g. a NaN ASSD, is an empty cell: :mod:`.table_format`)."""
     text = case_table_csv(evaluations)
     return atomic_write(path, lambda temporary: Path(temporary).write_text(text), overwrite)
 
 
 def write_json(path: PathLike, document: dict, overwrite: bool = False) -> Path:
     """JSON with NaN written as ``null``."""
-    text = json.dumps(_json_safe(document), indent=2) + "\n"
+    text = json.dumps(json_safe(document), indent=2) + "\n"
     return atomic_write(path, lambda temporary: Path(temporary).write_text(text), overwrite)

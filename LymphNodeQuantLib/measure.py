@@ -11,7 +11,6 @@ the label value). RECIST axes follow
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional, Sequence
@@ -22,6 +21,7 @@ from .components import CONNECTIVITIES, connected_nodes, instance_nodes, keep_no
 from .errors import InputError
 from .geometry import ImageGeometry, Volume
 from .io import PathLike, atomic_write
+from .table_format import csv_text, json_safe
 from .recist import max_diameter_3d_mm, recist_axes
 
 #: RECIST short-axis threshold (mm) for a node to count as enlarged.
@@ -211,36 +211,9 @@ def measurements_to_rows(measurements: Sequence[NodeMeasurement]) -> list[dict]:
     return rows
 
 
-def _csv_text(rows: list[dict]) -> str:
-    import csv
-    import io
-
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow([name for name, _, _ in NODE_TABLE_COLUMNS])
-    for row in rows:
-        cells = []
-        for name, _, _ in NODE_TABLE_COLUMNS:
-            value = row[name]
-            if value is None:
-                cells.append("")
-            elif isinstance(value, bool):
-                cells.append("true" if value else "false")
-            elif isinstance(value, float):
-                cells.append(f"{value:.6g}" if name in ("volume_ml",) else f"{value:.4f}")
-            else:
-                cells.append(str(value))
-        writer.writerow(cells)
-    return buffer.getvalue()
-
-
 def node_table_json(measurements: Sequence[NodeMeasurement], metadata: dict | None = None) -> dict:
     """JSON-able table: ``{"columns": [{name, unit, description}], "nodes": [rows], **metadata}``."""
-    rows = measurements_to_rows(measurements)
-    for row in rows:
-        for key, value in row.items():
-            if isinstance(value, float) and not math.isfinite(value):
-                row[key] = None
+    rows = [json_safe(row) for row in measurements_to_rows(measurements)]
     document = {
         "columns": [{"name": n, "unit": u, "description": d} for n, u, d in NODE_TABLE_COLUMNS],
         "nodes": rows,
@@ -254,7 +227,7 @@ def write_node_table(path: PathLike, measurements: Sequence[NodeMeasurement], ov
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        text = _csv_text(measurements_to_rows(measurements))
+        text = csv_text([name for name, _, _ in NODE_TABLE_COLUMNS], measurements_to_rows(measurements))
     elif suffix == ".json":
         text = json.dumps(node_table_json(measurements, metadata), indent=2) + "\n"
     else:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
 from typing import Sequence
@@ -11,13 +10,11 @@ METRIC_COLUMNS = ("epoch", "iterations", "train_loss", "learning_rate", "val_dic
 
 
 def write_metrics_csv(path: Path, rows: Sequence[dict]) -> None:
+    from ..table_format import csv_text
+
     path = Path(path)
     temporary = path.with_name(f".{path.name}.tmp")
-    with open(temporary, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(METRIC_COLUMNS), extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in METRIC_COLUMNS})
+    temporary.write_text(csv_text(METRIC_COLUMNS, rows))
     temporary.replace(path)
 
 
