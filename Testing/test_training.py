@@ -22,7 +22,7 @@ from LymphNodeQuantLib.models.networks import plain_unet_architecture
 from LymphNodeQuantLib.synthetic import ANATOMY_IDS, make_phantom
 from LymphNodeQuantLib.training import strategies
 from LymphNodeQuantLib.training.cache import IGNORE, CachedCase, build_cache, load_or_build_case
-from LymphNodeQuantLib.training.config import TrainingConfig
+from LymphNodeQuantLib.training.config import AugmentationSettings, DBDMPSettings, TrainingConfig
 from LymphNodeQuantLib.training.dataset import find_cases
 from LymphNodeQuantLib.training.phantom_dataset import write_phantom_dataset
 from LymphNodeQuantLib.training.totalsegmentator import (
@@ -263,7 +263,7 @@ def test_dbdmp_pseudo_labels_and_loss_terms():
     assert sigmoid_rampup(0.0, 0.4) == pytest.approx(np.exp(-5)) and sigmoid_rampup(0.5, 0.4) == 1.0
     target = torch.randint(0, 2, (2, 4, 8, 8))
     target[:, :2] = IGNORE
-    settings = {"gamma": 0.8, "alpha": 0.4, "tau": 0.3, "lambda": 2.0, "rampup_fraction": 0.4}
+    settings = DBDMPSettings.from_dict({"gamma": 0.8, "alpha": 0.4, "tau": 0.3, "lambda": 2.0, "rampup_fraction": 0.4})
     total, parts = dbdmp_loss(main.requires_grad_(), aux, target, progress=1.0, settings=settings, beta=0.5)
     assert torch.isfinite(total) and all(np.isfinite(v) for v in parts.values()) and parts["pseudo_weight"] == 2.0
     total.backward()
@@ -363,7 +363,7 @@ def test_foreground_oversampling_and_padding():
 def test_augmentation_is_reproducible_and_keeps_labels_valid(phantom_case):
     from LymphNodeQuantLib.training.augmentation import PatchAugmenter
 
-    augmenter = PatchAugmenter((16, 32, 32), {"spatial_probability": 1.0, "elastic_probability": 0.5, "intensity_probability": 1.0})
+    augmenter = PatchAugmenter((16, 32, 32), AugmentationSettings(spatial_probability=1.0, elastic_probability=0.5, intensity_probability=1.0))
     target = strategies.build_target(phantom_case, tiny_config(), "masking")
     size = augmenter.input_size()
     image_in, target_in = phantom_case.image[:size[0], 20:20 + size[1], 20:20 + size[2]], target[:size[0], 20:20 + size[1], 20:20 + size[2]]
@@ -552,3 +552,17 @@ def test_validation_runs_the_deployment_path_and_scores_exactly():
     found = int(((label > 0) & ~hidden).sum())
     assert 0 < found < int(label.sum())
     assert validate(_ThresholdOracle(), [half], config, "cpu")["val_dice"] == pytest.approx(2 * found / (found + int(label.sum())))
+
+
+def test_nested_settings_round_trip_and_refuse_unknown_keys():
+    """Nested settings are typed: JSON keys as recorded in model cards (dbdmp 'lambda'), defaults in one place."""
+    config = TrainingConfig.from_dict({"dbdmp": {"lambda": 3.0}, "augmentation": {"rotation_deg": 5.0}})
+    assert config.dbdmp.pseudo_weight == 3.0 and config.dbdmp.gamma == DBDMPSettings().gamma
+    assert config.augmentation.rotation_deg == 5.0 and config.augmentation.mirror_axes == (1, 2)
+    document = config.to_dict()
+    assert document["dbdmp"]["lambda"] == 3.0 and "pseudo_weight" not in document["dbdmp"]
+    assert TrainingConfig.from_dict(document) == config
+    with pytest.raises(InputError, match="Unknown DBDMPSettings setting.*'lambda'"):
+        TrainingConfig.from_dict({"dbdmp": {"lamda": 3.0}})
+    with pytest.raises(InputError, match="NormalizationSettings must be a JSON object"):
+        TrainingConfig.from_dict({"normalization": [0, 1]})

@@ -14,19 +14,20 @@ from typing import Sequence
 import numpy as np
 
 from .cache import IGNORE
+from .config import AugmentationSettings
 
 
 class PatchAugmenter:
-    def __init__(self, patch_size_zyx: Sequence[int], settings: dict):
+    def __init__(self, patch_size_zyx: Sequence[int], settings: AugmentationSettings):
         from monai.transforms import (Compose, Rand3DElasticd, RandAdjustContrastd, RandAffined, RandFlipd,
                                       RandGaussianNoised, RandGaussianSmoothd, RandScaleIntensityd)
 
         self.patch_size = tuple(int(s) for s in patch_size_zyx)
-        rotation = math.radians(float(settings.get("rotation_deg", 15.0)))
-        low, high = settings.get("scale_range", [0.85, 1.2])
-        spatial_probability = float(settings.get("spatial_probability", 0.3))
-        elastic_probability = float(settings.get("elastic_probability", 0.0))
-        intensity_probability = float(settings.get("intensity_probability", 0.15))
+        rotation = math.radians(float(settings.rotation_deg))
+        low, high = settings.scale_range
+        spatial_probability = float(settings.spatial_probability)
+        elastic_probability = float(settings.elastic_probability)
+        intensity_probability = float(settings.intensity_probability)
         keys, modes = ["image", "target"], ("bilinear", "nearest")
         # in-plane rotation only (axis 0 = z is the thick-slice axis); scale factors 1 + U(low-1, high-1)
         self.affine = RandAffined(keys, prob=spatial_probability, spatial_size=self.patch_size,
@@ -36,7 +37,7 @@ class PatchAugmenter:
                                       spatial_size=self.patch_size, rotate_range=(rotation, 0.0, 0.0),
                                       scale_range=((low - 1, high - 1),) * 3, mode=modes, padding_mode="border")
         self.elastic_probability = elastic_probability
-        mirror_axes = settings.get("mirror_axes", [1, 2])
+        mirror_axes = settings.mirror_axes
         self.intensity = Compose(
             [RandGaussianNoised(["image"], prob=intensity_probability, std=0.1),
              RandGaussianSmoothd(["image"], prob=intensity_probability, sigma_x=(0.5, 1.0), sigma_y=(0.5, 1.0), sigma_z=(0.0, 0.3)),

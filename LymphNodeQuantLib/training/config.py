@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
 
@@ -20,13 +20,85 @@ def default_architecture() -> dict:
     return plain_unet_architecture(features_per_stage=(8, 16, 32, 64))
 
 
+class _Settings:
+    """A nested group of settings: read from and written to JSON by field name (``JSON_NAMES`` renames)."""
+
+    JSON_NAMES: dict = {}
+
+    def __post_init__(self) -> None:
+        for setting in fields(self):  # JSON lists become the tuples the defaults are, so equal settings compare equal
+            if isinstance(getattr(self, setting.name), list):
+                setattr(self, setting.name, tuple(getattr(self, setting.name)))
+
+    @classmethod
+    def from_dict(cls, values: Any) -> "_Settings":
+        if isinstance(values, cls):
+            return values
+        if not isinstance(values, dict):
+            raise InputError(f"{cls.__name__} must be a JSON object, got {values!r}.")
+        python_names = {json_name: name for name, json_name in cls.JSON_NAMES.items()}
+        renamed = {python_names.get(key, key): value for key, value in values.items()}
+        known = {f.name for f in fields(cls)}
+        unknown = set(renamed) - known
+        if unknown:
+            spelled = sorted(cls.JSON_NAMES.get(name, name) for name in known)
+            raise InputError(f"Unknown {cls.__name__} setting(s) {sorted(unknown)}; known: {spelled}.")
+        return cls(**renamed)
+
+    def to_dict(self) -> dict:
+        return {self.JSON_NAMES.get(f.name, f.name): _plain(getattr(self, f.name)) for f in fields(self)}
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+@dataclass
+class NormalizationSettings(_Settings):
+    """CT intensity normalisation: clip to ``clip_hu``, then (HU - mean) / std."""
+
+    clip_hu: tuple = (-250.0, 450.0)
+    mean: float = 0.0
+    std: float = 150.0
+
+
+@dataclass
+class AugmentationSettings(_Settings):
+    """Patch augmentation (:class:`.augmentation.PatchAugmenter`)."""
+
+    spatial_probability: float = 0.3
+    rotation_deg: float = 15.0  # in-plane only
+    scale_range: tuple = (0.85, 1.2)
+    elastic_probability: float = 0.0
+    intensity_probability: float = 0.15
+    mirror_axes: tuple = (1, 2)
+
+
+@dataclass
+class DBDMPSettings(_Settings):
+    """The dual-branch pseudo-label method (:mod:`.dbdmp`); ``pseudo_weight`` is the paper's lambda."""
+
+    JSON_NAMES = {"pseudo_weight": "lambda"}
+
+    gamma: float = 0.8
+    alpha: float = 0.4
+    tau: float = 0.3
+    pseudo_weight: float = 2.0
+    rampup_fraction: float = 0.4
+    aux_dropout: float = 0.3
+
+
+#: nested settings of :class:`TrainingConfig`: field name -> its settings class
+NESTED_SETTINGS = {"normalization": NormalizationSettings, "augmentation": AugmentationSettings, "dbdmp": DBDMPSettings}
+
+
 @dataclass
 class TrainingConfig:
     """Everything that determines a training run (with the data and the seed, the result)."""
 
     # preprocessing (part of the cache fingerprint)
     spacing_zyx_mm: tuple = (3.0, 1.2, 1.2)
-    normalization: dict = field(default_factory=lambda: {"clip_hu": [-250.0, 450.0], "mean": 0.0, "std": 150.0})
+    normalization: NormalizationSettings = field(default_factory=NormalizationSettings)
     crop: str = "mediastinum"  # or "none"
     crop_margin_mm: float = 20.0
     # network
@@ -43,8 +115,7 @@ class TrainingConfig:
     # anatomy: unlabelled soft tissue deeper than this (mm) inside the soft-tissue window is background
     thick_tissue_depth_mm: float = 20.0
     dbdmp_base: str = "masking"  # target the DBDMP supervised loss uses ("masking" or "totalseg")
-    dbdmp: dict = field(default_factory=lambda: {"gamma": 0.8, "alpha": 0.4, "tau": 0.3, "lambda": 2.0,
-                                                  "rampup_fraction": 0.4, "aux_dropout": 0.3})
+    dbdmp: DBDMPSettings = field(default_factory=DBDMPSettings)
     # optimisation
     optimizer: str = "adamw"  # or "sgd"
     learning_rate: float = 3e-3
@@ -54,9 +125,7 @@ class TrainingConfig:
     epochs: int = 10
     iterations_per_epoch: int = 50
     foreground_fraction: float = 0.4
-    augmentation: dict = field(default_factory=lambda: {"spatial_probability": 0.3, "rotation_deg": 15.0,
-                                                        "scale_range": [0.85, 1.2], "elastic_probability": 0.0,
-                                                        "intensity_probability": 0.15, "mirror_axes": [1, 2]})
+    augmentation: AugmentationSettings = field(default_factory=AugmentationSettings)
     mixed_precision: bool = True  # used on CUDA only
     num_threads: int = 0  # 0: leave torch's default
     # start from these network weights instead of random ones (fine-tuning, as nnU-Net's
@@ -79,17 +148,21 @@ class TrainingConfig:
         self.spacing_zyx_mm = tuple(float(v) for v in self.spacing_zyx_mm)
         self.patch_size_zyx = tuple(int(v) for v in self.patch_size_zyx)
         self.masking_hu_window = tuple(float(v) for v in self.masking_hu_window)
+        for name, settings_class in NESTED_SETTINGS.items():
+            setattr(self, name, settings_class.from_dict(getattr(self, name)))
 
     @property
     def total_iterations(self) -> int:
         return self.epochs * self.iterations_per_epoch
 
     def preprocessing_settings(self) -> dict:
-        return {"spacing_zyx_mm": list(self.spacing_zyx_mm), "normalization": self.normalization,
+        return {"spacing_zyx_mm": list(self.spacing_zyx_mm), "normalization": self.normalization.to_dict(),
                 "crop": self.crop, "crop_margin_mm": self.crop_margin_mm}
 
     def to_dict(self) -> dict:
-        return json.loads(json.dumps(asdict(self)))
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values.update({name: getattr(self, name).to_dict() for name in NESTED_SETTINGS})
+        return json.loads(json.dumps(values))
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainingConfig":

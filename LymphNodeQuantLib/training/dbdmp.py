@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .config import DBDMPSettings
 from .losses import partial_cross_entropy, symmetric_cross_entropy, tversky_loss
 
 
@@ -84,12 +85,12 @@ def supervised_loss(logits: torch.Tensor, target: torch.Tensor, alpha: float, ga
 
 
 def dbdmp_loss(logits_main: torch.Tensor, logits_aux: torch.Tensor, target: torch.Tensor, progress: float,
-               settings: dict, beta: float) -> tuple[torch.Tensor, dict]:
+               settings: DBDMPSettings, beta: float) -> tuple[torch.Tensor, dict]:
     """Total DBDMP loss and its parts. ``progress`` in [0, 1] drives the ramp-up; ``beta`` the mixing."""
-    alpha, gamma, tau = settings["alpha"], settings["gamma"], settings["tau"]
+    alpha, gamma, tau = settings.alpha, settings.gamma, settings.tau
     sup = 0.5 * (supervised_loss(logits_main, target, alpha, gamma) + supervised_loss(logits_aux, target, alpha, gamma))
     pseudo = mixed_pseudo_label(torch.softmax(logits_main.float(), 1), torch.softmax(logits_aux.float(), 1), beta, tau)
     pseudo_loss = 0.5 * (consensus_kl_ce(logits_main, logits_aux, pseudo) + consensus_kl_ce(logits_aux, logits_main, pseudo))
-    weight = settings["lambda"] * sigmoid_rampup(progress, settings.get("rampup_fraction", 0.4))
+    weight = settings.pseudo_weight * sigmoid_rampup(progress, settings.rampup_fraction)
     total = sup + weight * pseudo_loss
     return total, {"supervised": float(sup.detach()), "pseudo": float(pseudo_loss.detach()), "pseudo_weight": weight}

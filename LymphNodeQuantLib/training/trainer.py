@@ -70,7 +70,7 @@ def build_model(config: TrainingConfig) -> torch.nn.Module:
     if config.strategy == "dbdmp":
         from .dbdmp import DualBranchUNet
 
-        return DualBranchUNet(network, aux_dropout=config.dbdmp.get("aux_dropout", 0.3))
+        return DualBranchUNet(network, aux_dropout=config.dbdmp.aux_dropout)
     return network
 
 
