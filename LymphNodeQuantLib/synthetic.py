@@ -221,33 +221,96 @@ def make_phantom(
             so scans start in the abdomen and stop in the neck at random.
     """
     rng = np.random.default_rng(seed)
-    shape = tuple(int(s) for s in shape_zyx)
-    canvas = _Canvas(shape, spacing_zyx_mm)
-    extent_z, extent_y, extent_x = canvas.extent_mm
-    if min(shape) < 8:
-        raise ValueError(f"Phantom shape {shape} too small; use at least 8 voxels per axis.")
-    scale = float(min(1.0, *(np.array([extent_y, extent_x]) / _REFERENCE_FOV_XY_MM)))
-    cy, cx = extent_y / 2.0, extent_x / 2.0
-    if contrast is None:
-        contrast = bool(rng.random() < 0.8)
+    scene = _Scene.start(shape_zyx, spacing_zyx_mm, seed, rng, contrast, extended_anatomy, scan_range)
+    _paint_body_and_lungs(scene)
+    _paint_mediastinal_structures(scene)
+    if extended_anatomy:
+        _add_extended_anatomy(scene.hu, scene.anatomy, scene.canvas, scene.zmm, scene.z_frac, scene.extra_rng, scene.contrast,
+                              (scene.cx, scene.body_cy, scene.body_a, scene.body_b, scene.scale), (scene.x, scene.y), scene.tube)
+    node_labels, nodes = _place_nodes(scene, n_nodes, short_axis_range_mm, cluster_probability)
+    partial = _annotate_partially(rng, nodes, node_labels, annotated_fraction)
+    ct = _form_image(scene, blur_mm, noise_hu, extended_anatomy)
+    extent_z, extent_y, extent_x = scene.canvas.extent_mm
+    if origin_lps_mm is None:
+        origin_lps_mm = (-extent_x / 2.0, -extent_y / 2.0 - 20.0, -extent_z + 100.0)
+    geometry = ImageGeometry(scene.shape, tuple(spacing_zyx_mm), tuple(origin_lps_mm), np.eye(3) if direction_lps is None else direction_lps)
+    return Phantom(
+        ct=Volume(ct, geometry),
+        node_labels=Volume(node_labels, geometry),
+        partial_labels=Volume(partial, geometry),
+        anatomy_labels=Volume(scene.anatomy, geometry),
+        nodes=nodes,
+    )
 
-    hu = np.full(shape, -1000.0, dtype=np.float32)
-    anatomy = np.zeros(shape, dtype=np.uint8)
 
-    extra_rng = np.random.default_rng([seed, 1])  # extended anatomy: the basic phantom's draws stay as they were
-    if scan_range is None:
-        scan_range = (float(extra_rng.uniform(-0.45, 0.05)), float(extra_rng.uniform(0.95, 1.35))) if extended_anatomy else (0.0, 1.0)
-    range_low, range_high = float(scan_range[0]), float(scan_range[1])
-    z_low, z_high = min(-0.05, range_low - 0.05), max(1.05, range_high + 0.05)  # tubes run through the whole scan
+@dataclass
+class _Scene:
+    """The phantom being painted: HU and anatomy arrays, the body's layout, and the random streams.
 
-    def zmm(fraction: float) -> float:  # chest fraction (0 = lung bases, 1 = apices) -> mm from slice 0
-        return (fraction - range_low) / (range_high - range_low) * extent_z
+    The stages below draw from ``rng`` in a fixed order (body, lungs, vessels, nodes, annotation,
+    noise), so a seed gives the same phantom it always gave; ``extra_rng`` feeds only the extended
+    anatomy, so turning that on leaves the basic phantom's draws unchanged.
+    """
 
-    # Body: elliptic cylinder; chest wall muscle ring with subcutaneous fat.
-    body_a, body_b = 170.0 * scale, 120.0 * scale  # x, y semi-axes
-    body_cy = cy + 5.0 * scale
-    y = (np.arange(shape[1]) * canvas.spacing[1])[:, None]
-    x = (np.arange(shape[2]) * canvas.spacing[2])[None, :]
+    shape: tuple
+    canvas: "_Canvas"
+    rng: np.random.Generator
+    extra_rng: np.random.Generator
+    contrast: bool
+    scale: float
+    cx: float
+    body_cy: float
+    range_low: float
+    range_high: float
+    hu: np.ndarray
+    anatomy: np.ndarray
+    body_a: float = 0.0
+    body_b: float = 0.0
+    x: np.ndarray = None  # (1, x) mm
+    y: np.ndarray = None  # (y, 1) mm
+    inner_2d: np.ndarray = None
+    z_frac: np.ndarray = None
+
+    @classmethod
+    def start(cls, shape_zyx, spacing_zyx_mm, seed, rng, contrast, extended_anatomy, scan_range) -> "_Scene":
+        shape = tuple(int(s) for s in shape_zyx)
+        canvas = _Canvas(shape, spacing_zyx_mm)
+        extent_z, extent_y, extent_x = canvas.extent_mm
+        if min(shape) < 8:
+            raise ValueError(f"Phantom shape {shape} too small; use at least 8 voxels per axis.")
+        scale = float(min(1.0, *(np.array([extent_y, extent_x]) / _REFERENCE_FOV_XY_MM)))
+        if contrast is None:
+            contrast = bool(rng.random() < 0.8)
+        extra_rng = np.random.default_rng([seed, 1])  # extended anatomy: the basic phantom's draws stay as they were
+        if scan_range is None:
+            scan_range = (float(extra_rng.uniform(-0.45, 0.05)), float(extra_rng.uniform(0.95, 1.35))) if extended_anatomy else (0.0, 1.0)
+        return cls(shape, canvas, rng, extra_rng, contrast, scale, extent_x / 2.0, extent_y / 2.0 + 5.0 * scale,
+                   float(scan_range[0]), float(scan_range[1]), np.full(shape, -1000.0, dtype=np.float32),
+                   np.zeros(shape, dtype=np.uint8))
+
+    @property
+    def z_span(self) -> tuple[float, float]:
+        """Chest fractions the tubes (spine, trachea, vessels) run between: through the whole scan."""
+        return min(-0.05, self.range_low - 0.05), max(1.05, self.range_high + 0.05)
+
+    def zmm(self, fraction: float) -> float:
+        """Chest fraction (0 = lung bases, 1 = apices) -> mm from slice 0."""
+        return (fraction - self.range_low) / (self.range_high - self.range_low) * self.canvas.extent_mm[0]
+
+    def tube(self, points, radius, value, name):
+        pieces = list(_capsule_chain(self.canvas, np.asarray(points), radius))
+        _paint(self.hu, pieces, value)
+        _paint(self.anatomy, pieces, ANATOMY_IDS[name])
+        return pieces
+
+
+def _paint_body_and_lungs(scene: _Scene) -> None:
+    """Body (elliptic cylinder, chest-wall muscle, subcutaneous fat) and both lungs (a dome per side)."""
+    rng, canvas, shape, scale, cx, body_cy = scene.rng, scene.canvas, scene.shape, scene.scale, scene.cx, scene.body_cy
+    hu, anatomy = scene.hu, scene.anatomy
+    scene.body_a, scene.body_b = body_a, body_b = 170.0 * scale, 120.0 * scale  # x, y semi-axes
+    scene.y = y = (np.arange(shape[1]) * canvas.spacing[1])[:, None]
+    scene.x = x = (np.arange(shape[2]) * canvas.spacing[2])[None, :]
     radial = ((x - cx) / body_a) ** 2 + ((y - body_cy) / body_b) ** 2
     body_2d = radial <= 1.0
     inner_2d = ((x - cx) / (body_a - 12 * scale)) ** 2 + ((y - body_cy) / (body_b - 12 * scale)) ** 2 <= 1.0
@@ -256,9 +319,10 @@ def make_phantom(
     hu[:, fat_ring_2d] = -100.0
     hu[:, inner_2d] = -95.0 + rng.normal(0, 5)  # mediastinal / interstitial fat baseline
     anatomy[:, body_2d] = ANATOMY_IDS["body"]
+    scene.inner_2d = inner_2d
 
     # Lungs: per-slice ellipses whose size follows a dome (apex superior, base inferior).
-    z_frac = range_low + (np.arange(shape[0]) + 0.5) / shape[0] * (range_high - range_low)
+    scene.z_frac = z_frac = scene.range_low + (np.arange(shape[0]) + 0.5) / shape[0] * (scene.range_high - scene.range_low)
     lung_a, lung_b = 68.0 * scale, 95.0 * scale
     lung_offset_x = 82.0 * scale
     for k, t in enumerate(z_frac):
@@ -278,16 +342,14 @@ def make_phantom(
     lung_mask = (anatomy == ANATOMY_IDS["lung_left"]) | (anatomy == ANATOMY_IDS["lung_right"])
     hu[lung_mask] += 40.0 * lung_texture[lung_mask] / max(lung_texture.std(), 1e-6)
 
+
+def _paint_mediastinal_structures(scene: _Scene) -> None:
+    """Spine, heart, trachea and bronchi, oesophagus, aorta with its branches, pulmonary arteries, SVC."""
+    rng, canvas, hu, anatomy, tube, zmm = scene.rng, scene.canvas, scene.hu, scene.anatomy, scene.tube, scene.zmm
+    cx, body_cy, s, contrast = scene.cx, scene.body_cy, scene.scale, scene.contrast
+    z_low, z_high = scene.z_span
     vessel_hu = rng.uniform(160, 300) if contrast else rng.uniform(35, 50)
     venous_hu = rng.uniform(250, 450) if contrast else rng.uniform(35, 50)
-
-    def tube(points, radius, value, name):
-        pieces = list(_capsule_chain(canvas, np.asarray(points), radius))
-        _paint(hu, pieces, value)
-        _paint(anatomy, pieces, ANATOMY_IDS[name])
-        return pieces
-
-    s = scale
     # Vertebral bodies (posterior, midline) with cortical shell; spinal canal left as fat-ish.
     spine_y = body_cy + 75 * s
     tube([(zmm(z_low), spine_y, cx), (zmm(z_high), spine_y, cx)], 20 * s, 700.0, "vertebrae")
@@ -334,11 +396,12 @@ def make_phantom(
         tube([(zmm(0.52), body_cy - 12 * s, cx + 25 * s), (zmm(0.5), body_cy + 5 * s, cx + end_x * s)], 9 * s, vessel_hu, "pulmonary_artery")
     # Superior vena cava (right, anterior), brighter in the venous inflow phase.
     tube([(zmm(0.4), body_cy - 10 * s, cx - 30 * s), (zmm(z_high), body_cy - 8 * s, cx - 28 * s)], 10 * s, venous_hu, "superior_vena_cava")
-    if extended_anatomy:
-        _add_extended_anatomy(hu, anatomy, canvas, zmm, z_frac, extra_rng, contrast,
-                              (cx, body_cy, body_a, body_b, s), (x, y), tube)
 
-    # Lymph nodes in the remaining mediastinal fat.
+
+def _place_nodes(scene: _Scene, n_nodes, short_axis_range_mm, cluster_probability) -> tuple[np.ndarray, list]:
+    """Lymph nodes (irregular ellipsoids, some in confluent clusters) in the remaining mediastinal fat."""
+    rng, canvas, shape, hu, anatomy, zmm = scene.rng, scene.canvas, scene.shape, scene.hu, scene.anatomy, scene.zmm
+    cx, body_cy, s, scale = scene.cx, scene.body_cy, scene.scale, scene.scale
     occupied = anatomy != ANATOMY_IDS["body"]
     mediastinum_box_low = np.array([zmm(0.3), body_cy - 70 * s, cx - 60 * s])
     mediastinum_box_high = np.array([zmm(0.92), body_cy + 60 * s, cx + 60 * s])
@@ -406,9 +469,11 @@ def make_phantom(
 
     for node in nodes:
         node.voxel_count = int((node_labels == node.label).sum())
-    nodes = [n for n in nodes if n.voxel_count > 0]
+    return node_labels, [n for n in nodes if n.voxel_count > 0]
 
-    # Partial annotation: whole nodes labelled or not (LNQ2023 annotators outlined some nodes fully).
+
+def _annotate_partially(rng, nodes: list, node_labels: np.ndarray, annotated_fraction: float) -> np.ndarray:
+    """Label whole nodes or none of them (LNQ2023 annotators outlined some nodes fully): the partial mask."""
     if nodes:
         order = rng.permutation(len(nodes))
         n_annotated = int(round(annotated_fraction * len(nodes)))
@@ -418,7 +483,12 @@ def make_phantom(
     annotated_ids = np.array([n.label for n in nodes if n.annotated], dtype=np.uint16)
     partial = np.isin(node_labels, annotated_ids).astype(np.uint8)
 
-    # Image formation: partial-volume blur then noise.
+    return partial
+
+
+def _form_image(scene: _Scene, blur_mm: float, noise_hu: float, extended_anatomy: bool) -> np.ndarray:
+    """Partial-volume blur, then noise (spatially correlated with the extended anatomy), as int16 HU."""
+    rng, canvas, shape, hu = scene.rng, scene.canvas, scene.shape, scene.hu
     if blur_mm > 0:
         hu = ndimage.gaussian_filter(hu, sigma=blur_mm / canvas.spacing, mode="nearest")
     noise = rng.normal(0.0, noise_hu, size=shape).astype(np.float32)
@@ -428,16 +498,7 @@ def make_phantom(
     hu += noise
     ct = np.clip(np.rint(hu), -1024, 3071).astype(np.int16)
 
-    if origin_lps_mm is None:
-        origin_lps_mm = (-extent_x / 2.0, -extent_y / 2.0 - 20.0, -extent_z + 100.0)
-    geometry = ImageGeometry(shape, tuple(spacing_zyx_mm), tuple(origin_lps_mm), np.eye(3) if direction_lps is None else direction_lps)
-    return Phantom(
-        ct=Volume(ct, geometry),
-        node_labels=Volume(node_labels, geometry),
-        partial_labels=Volume(partial, geometry),
-        anatomy_labels=Volume(anatomy, geometry),
-        nodes=nodes,
-    )
+    return ct
 
 
 def _add_extended_anatomy(hu, anatomy, canvas, zmm, z_frac, rng, contrast, body, grid, tube) -> None:
