@@ -380,22 +380,7 @@ def evaluate_case(
         notes.append("empty prediction: Dice 0, ASSD/HD95 NaN")
     if size_r == 0:
         notes.append("empty reference: Dice 0, ASSD/HD95 NaN")
-    if detection:
-        use_labels = detection_nodes == "labels"
-        found = detect_nodes(
-            prediction_mask,
-            reference_mask,
-            spacing,
-            prediction_labels=prediction.array if use_labels else None,
-            reference_labels=reference.array if use_labels else None,
-            detection_nodes=detection_nodes,
-            min_iou=min_iou,
-        )
-        bins = detection_by_short_axis(found.reference_nodes, found.prediction_nodes)
-    else:
-        nan = float("nan")
-        found = DetectionResult(0, 0, 0, nan, nan)
-        bins = []
+    found, bins = _detection(prediction, reference, prediction_mask, reference_mask, detection, detection_nodes, min_iou)
     return CaseEvaluation(
         case_id=case_id,
         dice=dice,
@@ -420,6 +405,25 @@ def evaluate_case(
         reference_node_matches=found.reference_nodes,
         prediction_node_matches=found.prediction_nodes,
     )
+
+
+def _detection(prediction: Volume, reference: Volume, prediction_mask, reference_mask, detection: bool, detection_nodes: str,
+               min_iou: float) -> tuple[DetectionResult, list[dict]]:
+    """Per-node detection and its short-axis bins (NaN and no bins when ``detection`` is off)."""
+    if not detection:
+        nan = float("nan")
+        return DetectionResult(0, 0, 0, nan, nan), []
+    use_labels = detection_nodes == "labels"
+    found = detect_nodes(
+        prediction_mask,
+        reference_mask,
+        reference.geometry.spacing_zyx_mm,
+        prediction_labels=prediction.array if use_labels else None,
+        reference_labels=reference.array if use_labels else None,
+        detection_nodes=detection_nodes,
+        min_iou=min_iou,
+    )
+    return found, detection_by_short_axis(found.reference_nodes, found.prediction_nodes)
 
 
 # ---------------------------------------------------------------------------------------- many cases

@@ -169,27 +169,34 @@ def segment_volume(
 
     report(0.9, "resampling back")
     t0 = time.perf_counter()
-    region_mask = probability_to_mask(Volume(probability, model_geometry), region.geometry, threshold, cancel)
+    labels, count, dropped = _candidates_to_nodes(probability, model_geometry, region, box, ct, anatomy if anatomy_filter else None,
+                                                  threshold, min_volume, int(post.get("min_node_voxels", 1)), dtype, output,
+                                                  cancel, report)
     del probability
-    _check_cancel(cancel)
-    report(0.95, "postprocessing")
-    candidates, _ = label_instances(region_mask, ct.geometry.spacing_zyx_mm)
-    del region_mask
-    inside = anatomy.mediastinum_in_box(*box) if anatomy_filter else None
-    region_instances, count, dropped = filter_candidates(
-        candidates, region.array if anatomy_filter else None, inside, ct.geometry.spacing_zyx_mm, min_volume,
-        int(post.get("min_node_voxels", 1)))
-    del candidates, inside
-    labels = np.zeros(ct.geometry.shape_zyx, dtype)
-    (z0, y0, x0), (z1, y1, x1) = box
-    labels[z0:z1, y0:y1, x0:x1] = region_instances if output == "instances" else (region_instances > 0)
-    del region_instances
     timings["postprocess"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - started
     messages.append(describe_dropped(count, dropped, min_volume, anatomy_filter))
     report(1.0, "done")
     return SegmentationResult(ct.with_array(labels), card, device_name, messages, count,
                               (tuple(box[0]), tuple(box[1])), timings, dropped, True, anatomy_filter)
+
+
+def _candidates_to_nodes(probability, model_geometry, region: Volume, box, ct: Volume, anatomy, threshold: float,
+                         min_volume: float, min_voxels: int, dtype, output: str, cancel, report):
+    """Probability on the model grid -> mask on the CT grid -> candidates -> filtered nodes in the whole CT."""
+    region_mask = probability_to_mask(Volume(probability, model_geometry), region.geometry, threshold, cancel)
+    _check_cancel(cancel)
+    report(0.95, "postprocessing")
+    candidates, _ = label_instances(region_mask, ct.geometry.spacing_zyx_mm)
+    del region_mask
+    inside = anatomy.mediastinum_in_box(*box) if anatomy is not None else None
+    region_instances, count, dropped = filter_candidates(
+        candidates, region.array if anatomy is not None else None, inside, ct.geometry.spacing_zyx_mm, min_volume, min_voxels)
+    del candidates, inside
+    labels = np.zeros(ct.geometry.shape_zyx, dtype)
+    (z0, y0, x0), (z1, y1, x1) = box
+    labels[z0:z1, y0:y1, x0:x1] = region_instances if output == "instances" else (region_instances > 0)
+    return labels, count, dropped
 
 
 def describe_dropped(count: int, dropped: dict, min_volume_mm3: float, anatomy_filter: bool) -> str:

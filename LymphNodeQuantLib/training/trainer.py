@@ -177,12 +177,52 @@ def train(config: TrainingConfig, dataset_dir: Path, output_dir: Path, *, cache_
         context.close()
 
 
+@dataclass
+class _Run:
+    """What one training run holds between epochs."""
+
+    model: torch.nn.Module
+    train_model: torch.nn.Module  # the model, or its DistributedDataParallel wrapper
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    use_amp: bool
+    metrics: list = field(default_factory=list)
+    start_epoch: int = 0
+
+
 def _train(config, dataset_dir, output_dir, cache_dir, totalseg_dir, resume, context, show_progress, stop_after_epochs, log):
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     main_log = log if context.is_main else (lambda _message: None)
     output_dir.mkdir(parents=True, exist_ok=True)
-    cache_dir = Path(cache_dir) if cache_dir else output_dir / "cache"
+    training_cases, validation_cases, sampler, augmenter = _prepare_data(
+        config, dataset_dir, Path(cache_dir) if cache_dir else output_dir / "cache", totalseg_dir, context, main_log)
+    latest = output_dir / CHECKPOINT_LATEST
+    run = _start_run(config, context, latest, resume, main_log)
+    last_epoch = config.epochs if stop_after_epochs is None else min(config.epochs, stop_after_epochs)
+    for epoch in range(run.start_epoch, last_epoch):
+        started = time.time()
+        losses = _run_epoch(run, config, epoch, sampler, augmenter, context, show_progress)
+        row = {"epoch": epoch + 1, "iterations": (epoch + 1) * config.iterations_per_epoch,
+               "train_loss": context.mean(float(np.mean(losses))), "learning_rate": run.scheduler.get_last_lr()[0],
+               "val_dice": None, "val_assd_mm": None}
+        if context.is_main:
+            _end_epoch(run, config, epoch, row, validation_cases, started, latest, output_dir, context.device, main_log)
+        else:
+            run.metrics.append(row)
+        context.barrier()
+    finished = last_epoch == config.epochs
+    final = output_dir / CHECKPOINT_FINAL
+    if finished and context.is_main and latest.exists():
+        state = torch.load(latest, map_location="cpu", weights_only=False)
+        _save_checkpoint(final, {k: state[k] for k in ("config", "epoch", "metrics", "network", "architecture")})
+    context.barrier()
+    return TrainingResult(output_dir, final if finished else latest, last_epoch, run.metrics, finished)
+
+
+def _prepare_data(config, dataset_dir, cache_dir, totalseg_dir, context, main_log):
+    """Cached cases (rank 0 builds the cache, the others wait and read it), targets, patch sampler, augmenter."""
     cases = find_cases(dataset_dir, totalseg_dir)
     settings = config.preprocessing_settings()
     if context.is_main:
@@ -201,17 +241,18 @@ def _train(config, dataset_dir, output_dir, cache_dir, totalseg_dir, resume, con
     augmenter = PatchAugmenter(config.patch_size_zyx, config.augmentation)
     main_log(f"{len(training_cases)} training / {len(validation_cases)} validation cases; strategy '{config.strategy}'; "
              f"known voxels {np.mean([float((t != IGNORE).mean()) for t in targets]):.1%}")
+    return training_cases, validation_cases, sampler, augmenter
 
+
+def _start_run(config, context, latest: Path, resume: bool, main_log) -> _Run:
+    """Model, optimiser, poly schedule and AMP scaler, resumed from ``latest`` or initialised (optionally from weights)."""
     device = context.device
     model = build_model(config).to(device)
     optimizer = _make_optimizer(model, config)
     total = config.total_iterations
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: (1.0 - min(it, total) / total) ** config.poly_exponent)
     use_amp = bool(config.mixed_precision and device.startswith("cuda"))
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    metrics: list[dict] = []
-    start_epoch = 0
-    latest = output_dir / CHECKPOINT_LATEST
+    run = _Run(model, model, optimizer, scheduler, torch.amp.GradScaler("cuda", enabled=use_amp), use_amp)
     if resume and latest.exists():
         state = torch.load(latest, map_location=device, weights_only=False)
         # through from_dict, so a checkpoint written before a setting existed compares with its default
@@ -220,75 +261,66 @@ def _train(config, dataset_dir, output_dir, cache_dir, totalseg_dir, resume, con
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
+        run.scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["torch_rng"])
-        metrics = list(state["metrics"])
-        start_epoch = int(state["epoch"]) + 1
-        main_log(f"Resuming after epoch {start_epoch} from {latest}")
+        run.metrics, run.start_epoch = list(state["metrics"]), int(state["epoch"]) + 1
+        main_log(f"Resuming after epoch {run.start_epoch} from {latest}")
     else:
         if not resume and latest.exists() and context.is_main:
             latest.unlink()
         if config.initial_weights:
             load_initial_weights(main_network(model), config.initial_weights, config.architecture)
             main_log(f"Starting from the weights of {config.initial_weights}")
-    train_model = model
     if context.enabled:
-        train_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[context.local_rank] if device.startswith("cuda") else None)
-    train_model.train()
+        run.train_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[context.local_rank] if device.startswith("cuda") else None)
+    run.train_model.train()
+    return run
 
-    last_epoch = config.epochs if stop_after_epochs is None else min(config.epochs, stop_after_epochs)
-    for epoch in range(start_epoch, last_epoch):
-        started = time.time()
-        losses = []
-        iterations = range(epoch * config.iterations_per_epoch, (epoch + 1) * config.iterations_per_epoch)
-        bar = None
-        if show_progress and context.is_main:
-            from tqdm import tqdm
 
-            bar = tqdm(total=len(iterations), desc=f"epoch {epoch + 1}/{config.epochs}", leave=False, mininterval=2.0)
-        for iteration in iterations:
-            images, batch_targets = make_batch(sampler, augmenter, config.batch_size, _batch_seed(config.seed, context.rank, iteration))
-            images, batch_targets = images.to(device), batch_targets.to(device)
-            optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_amp):
-                loss, _parts = compute_loss(train_model, images, batch_targets, config, iteration)
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 12.0)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            losses.append(float(loss.detach()))
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+def _run_epoch(run: _Run, config, epoch: int, sampler, augmenter, context, show_progress: bool) -> list[float]:
+    """One epoch of optimisation steps; each batch is a pure function of (seed, rank, iteration)."""
+    losses = []
+    iterations = range(epoch * config.iterations_per_epoch, (epoch + 1) * config.iterations_per_epoch)
+    bar = None
+    if show_progress and context.is_main:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(iterations), desc=f"epoch {epoch + 1}/{config.epochs}", leave=False, mininterval=2.0)
+    for iteration in iterations:
+        images, batch_targets = make_batch(sampler, augmenter, config.batch_size, _batch_seed(config.seed, context.rank, iteration))
+        images, batch_targets = images.to(context.device), batch_targets.to(context.device)
+        run.optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=run.use_amp):
+            loss, _parts = compute_loss(run.train_model, images, batch_targets, config, iteration)
+        run.scaler.scale(loss).backward()
+        run.scaler.unscale_(run.optimizer)
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), 12.0)
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+        run.scheduler.step()
+        losses.append(float(loss.detach()))
         if bar is not None:
-            bar.close()
-        row = {"epoch": epoch + 1, "iterations": (epoch + 1) * config.iterations_per_epoch,
-               "train_loss": context.mean(float(np.mean(losses))), "learning_rate": scheduler.get_last_lr()[0],
-               "val_dice": None, "val_assd_mm": None}
-        if context.is_main:
-            if validation_cases and ((epoch + 1) % max(config.validate_every, 1) == 0 or epoch + 1 == config.epochs):
-                row.update(validate(main_network(model), validation_cases, config, device))
-            row["seconds"] = round(time.time() - started, 2)
-            metrics.append(row)
-            _save_checkpoint(latest, {
-                "config": config.to_dict(), "epoch": epoch, "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                "torch_rng": torch.get_rng_state(), "metrics": metrics,
-                "network": main_network(model).state_dict(), "architecture": config.architecture,
-            })
-            write_metrics_csv(output_dir / "metrics.csv", metrics)
-            plot_metrics(output_dir / "metrics.png", metrics, title=f"strategy {config.strategy}")
-            dice = "" if row["val_dice"] is None else f", val Dice {row['val_dice']:.3f}, ASSD {row['val_assd_mm']:.2f} mm"
-            main_log(f"epoch {epoch + 1}/{config.epochs}: loss {row['train_loss']:.4f}{dice} ({row['seconds']:.0f} s)")
-        else:
-            metrics.append(row)
-        context.barrier()
-    finished = last_epoch == config.epochs
-    final = output_dir / CHECKPOINT_FINAL
-    if finished and context.is_main and latest.exists():
-        state = torch.load(latest, map_location="cpu", weights_only=False)
-        _save_checkpoint(final, {k: state[k] for k in ("config", "epoch", "metrics", "network", "architecture")})
-    context.barrier()
-    return TrainingResult(output_dir, final if finished else latest, last_epoch, metrics, finished)
+            bar.update(1)
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+    if bar is not None:
+        bar.close()
+    return losses
+
+
+def _end_epoch(run: _Run, config, epoch: int, row: dict, validation_cases, started: float, latest: Path, output_dir: Path,
+               device: str, main_log) -> None:
+    """Rank 0: validate when due, then write the checkpoint, metrics.csv and metrics.png, and log the epoch."""
+    if validation_cases and ((epoch + 1) % max(config.validate_every, 1) == 0 or epoch + 1 == config.epochs):
+        row.update(validate(main_network(run.model), validation_cases, config, device))
+    row["seconds"] = round(time.time() - started, 2)
+    run.metrics.append(row)
+    _save_checkpoint(latest, {
+        "config": config.to_dict(), "epoch": epoch, "model": run.model.state_dict(),
+        "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(), "scaler": run.scaler.state_dict(),
+        "torch_rng": torch.get_rng_state(), "metrics": run.metrics,
+        "network": main_network(run.model).state_dict(), "architecture": config.architecture,
+    })
+    write_metrics_csv(output_dir / "metrics.csv", run.metrics)
+    plot_metrics(output_dir / "metrics.png", run.metrics, title=f"strategy {config.strategy}")
+    dice = "" if row["val_dice"] is None else f", val Dice {row['val_dice']:.3f}, ASSD {row['val_assd_mm']:.2f} mm"
+    main_log(f"epoch {epoch + 1}/{config.epochs}: loss {row['train_loss']:.4f}{dice} ({row['seconds']:.0f} s)")
