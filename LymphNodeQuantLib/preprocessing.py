@@ -187,8 +187,8 @@ def normalize_ct(array: np.ndarray, normalization: dict) -> np.ndarray:
     try:
         mean = float(normalization["mean"])
         std = float(normalization["std"])
-    except (KeyError, TypeError, ValueError):
-        raise InputError(f"normalization needs numeric 'mean' and 'std' (and optionally 'clip_hu'); got {normalization}.") from None
+    except (KeyError, TypeError, ValueError) as error:
+        raise InputError(f"normalization needs numeric 'mean' and 'std' (and optionally 'clip_hu'); got {normalization}.") from error
     if std <= 0:
         raise InputError(f"normalization std must be positive, got {std}.")
     result = np.asarray(array, dtype=np.float32).copy() if not isinstance(array, np.ndarray) or array.dtype != np.float32 else array.copy()

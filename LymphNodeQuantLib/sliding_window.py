@@ -145,7 +145,7 @@ class WindowPredictor:
                 else:
                     raise InputError(
                         "Out of memory on the CPU with one window per batch; close other programs or use a smaller model."
-                    ) from None
+                    ) from error
         return torch.cat(results).numpy()
 
 

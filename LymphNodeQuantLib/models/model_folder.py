@@ -125,10 +125,10 @@ class ModelCard:
         for key, (valid, expected) in {**REQUIRED_KEYS, **OPTIONAL_KEYS}.items():
             try:
                 value = _get(data, key)
-            except KeyError:
+            except KeyError as error:
                 if key in OPTIONAL_KEYS:
                     continue
-                raise ModelError(f"{source} lacks the key '{key}'; re-export the model (see README, 'Models').") from None
+                raise ModelError(f"{source} lacks the key '{key}'; re-export the model (see README, 'Models').") from error
             if not valid(value):
                 raise ModelError(f"{source}: '{key}' must be {expected}, got {json.dumps(value)[:80]}; re-export the model "
                                  "(see README, 'Models').")
@@ -223,7 +223,7 @@ def save_model_folder(folder: PathLike, network, card: dict, overwrite: bool = F
     try:
         build_network(data["architecture"]).load_state_dict(state, strict=True)
     except RuntimeError as error:
-        raise ModelError(f"The network's weights do not match the card's architecture: {str(error).splitlines()[0]}") from None
+        raise ModelError(f"The network's weights do not match the card's architecture: {str(error).splitlines()[0]}") from error
 
     folder.mkdir(parents=True, exist_ok=True)
     metadata = {"name": str(data["name"]), "version": str(data["version"])}
@@ -270,7 +270,7 @@ def load_model_card(folder: PathLike) -> ModelCard:
     try:
         data = json.loads(card_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
-        raise ModelError(f"'{card_path}' is not valid JSON ({error}); reinstall or re-export the model.") from None
+        raise ModelError(f"'{card_path}' is not valid JSON ({error}); reinstall or re-export the model.") from error
     if not isinstance(data, dict):
         raise ModelError(f"'{card_path}' must hold a JSON object.")
     return ModelCard.from_dict(data, folder, source=str(card_path))
@@ -307,7 +307,7 @@ def _read_state_dict(weights_path: Path) -> dict:
         state = torch.load(str(weights_path), map_location="cpu", weights_only=True)
         return state.get("state_dict", state) if isinstance(state, dict) else state
     except Exception as error:  # any parse failure of the file is a corrupted model for the user
-        raise ModelError(f"Cannot read weights '{weights_path}' ({type(error).__name__}: {error}); reinstall the model.") from None
+        raise ModelError(f"Cannot read weights '{weights_path}' ({type(error).__name__}: {error}); reinstall the model.") from error
 
 
 def load_model(name_or_path: PathLike = "default", device: str = "cpu") -> LoadedModel:
@@ -329,7 +329,7 @@ def load_model(name_or_path: PathLike = "default", device: str = "cpu") -> Loade
         raise ModelError(
             f"Weights '{weights_path}' do not fit the architecture in model.json ({str(error).splitlines()[0]}); "
             "re-export the model."
-        ) from None
+        ) from error
     network.eval()
     network.to(device)
     return LoadedModel(card=card, network=network, device=str(device))

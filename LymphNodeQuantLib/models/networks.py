@@ -44,8 +44,8 @@ def _import_dotted(path: str) -> Any:
     module_name, _, attribute = path.rpartition(".")
     try:
         return getattr(importlib.import_module(module_name), attribute)
-    except (ImportError, AttributeError, ValueError):
-        raise ModelError(f"Cannot import '{path}' named in the model's architecture; check the model.json.") from None
+    except (ImportError, AttributeError, ValueError) as error:
+        raise ModelError(f"Cannot import '{path}' named in the model's architecture; check the model.json.") from error
 
 
 def resolve_op(name: str | None) -> Any:
@@ -86,7 +86,7 @@ def build_network(architecture: dict):
     try:
         return network_class(**arguments)
     except (TypeError, ValueError, AssertionError) as error:
-        raise ModelError(f"Cannot build {name} from the given arguments ({error}); check the model.json architecture.") from None
+        raise ModelError(f"Cannot build {name} from the given arguments ({error}); check the model.json architecture.") from error
 
 
 def plain_unet_architecture(

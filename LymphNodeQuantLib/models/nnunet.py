@@ -33,10 +33,10 @@ CHECKPOINT_NAMES = ("checkpoint_final.pth", "checkpoint_best.pth")
 def _read_json(path: Path) -> dict:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ModelError(f"'{path}' is missing: an nnU-Net v2 model folder needs dataset.json, plans.json and fold_N/.") from None
+    except FileNotFoundError as error:
+        raise ModelError(f"'{path}' is missing: an nnU-Net v2 model folder needs dataset.json, plans.json and fold_N/.") from error
     except json.JSONDecodeError as error:
-        raise ModelError(f"'{path}' is not valid JSON ({error}).") from None
+        raise ModelError(f"'{path}' is not valid JSON ({error}).") from error
 
 
 def _configuration(plans: dict, folder: Path) -> tuple[str, dict]:
@@ -164,7 +164,7 @@ def _load_checkpoint(path: Path, messages: list) -> dict:
             checkpoint = torch.load(str(path), map_location="cpu", weights_only=False)
             messages.append(f"{path.name}: loaded with full unpickling, as nnU-Net does (only use model folders you trust).")
     except Exception as error:
-        raise ModelError(f"Cannot read nnU-Net checkpoint '{path}' ({type(error).__name__}: {error}).") from None
+        raise ModelError(f"Cannot read nnU-Net checkpoint '{path}' ({type(error).__name__}: {error}).") from error
     if not isinstance(checkpoint, dict) or "network_weights" not in checkpoint:
         raise ModelError(f"'{path}' is not an nnU-Net v2 checkpoint (no 'network_weights').")
     return {key.removeprefix("_orig_mod."): value for key, value in checkpoint["network_weights"].items()}
@@ -183,7 +183,7 @@ def load_nnunet_model(folder: Path, device: str = "cpu") -> LoadedModel:
         try:
             network.load_state_dict(_load_checkpoint(folder / relative, messages), strict=True)
         except RuntimeError as error:
-            raise ModelError(f"'{folder / relative}' does not fit the plans' architecture ({str(error).splitlines()[0]}).") from None
+            raise ModelError(f"'{folder / relative}' does not fit the plans' architecture ({str(error).splitlines()[0]}).") from error
         networks.append(network)
     network = networks[0] if len(networks) == 1 else LogitEnsemble(networks).module
     network.eval().to(device)

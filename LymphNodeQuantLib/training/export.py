@@ -32,7 +32,7 @@ def load_checkpoint(path: Path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as error:  # a truncated or foreign file is a user error here
-        raise InputError(f"Cannot read checkpoint '{path}' ({type(error).__name__}: {error}).") from None
+        raise InputError(f"Cannot read checkpoint '{path}' ({type(error).__name__}: {error}).") from error
     if not isinstance(state, dict) or "network" not in state or "config" not in state:
         raise InputError(f"'{path}' is not an 'lnq train' checkpoint (no network/config inside).")
     state["path"] = str(path)
