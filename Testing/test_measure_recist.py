@@ -1,4 +1,9 @@
-"""RECIST axes: exact polygon geometry, accuracy on digitised ellipsoids, rotation invariance."""
+"""RECIST axes: exact polygon geometry, accuracy on digitised ellipsoids, rotation invariance.
+
+Accuracy target (issue 12): the short-axis error (measured - exact cross-section) on digitised
+ellipsoids of 5-30 mm is within +/-0.2 in-plane pixel on average and within +/-1 pixel for every
+node: an unbiased measurement, not the bias of a particular rule.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ import pytest
 
 from LymphNodeQuantLib.geometry import ImageGeometry, Volume
 from LymphNodeQuantLib.measure import measure_nodes
-from LymphNodeQuantLib.recist import axes_of_hull, convex_hull, max_diameter_3d_mm, recist_axes, slice_axes
+from LymphNodeQuantLib.recist import axes_of_hull, boundary_points_mm, convex_hull, max_diameter_3d_mm, recist_axes, slice_axes
 
 
 def brute_force_perpendicular_chord(polygon: np.ndarray, direction: np.ndarray) -> float:
@@ -75,6 +80,7 @@ def test_ties_between_longest_chords_take_the_largest_short_axis():
 
 
 def test_pixel_rules_single_pixel_and_anisotropic_rectangle():
+    # too thin for the smoothed mask to reach 0.5: the outline keeps the pixel-edge midpoints
     pixel = np.zeros((5, 5), bool)
     pixel[2, 2] = True
     assert slice_axes(pixel, (1.0, 1.0)).long_axis_mm == pytest.approx(1.0)
@@ -111,9 +117,50 @@ def _exact_section_axes(short_mm, long_mm, volume, slice_index):
     return short_mm * factor, long_mm * factor
 
 
+def _assert_accuracy_target(errors, what):
+    """``errors`` in in-plane pixels: mean within +/-0.2 pixel (no bias), every error within +/-1 pixel."""
+    errors = np.asarray(errors)
+    assert abs(errors.mean()) <= 0.2, (what, "mean", errors.mean())
+    assert np.all(np.abs(errors) <= 1.0), (what, "min/max", errors.min(), errors.max())
+
+
+def test_straight_edges_keep_the_edge_midpoints():
+    # an axis-aligned rectangle's sides are exactly between inside and outside pixel centres, and the
+    # smoothed mask is symmetric about them: the long sides stay where the pixel edges are
+    mask = np.zeros((20, 30), bool)
+    mask[5:13, 4:26] = True  # 8 x 22 pixels
+    points = boundary_points_mm(mask, (0.7, 0.5))
+    assert points[:, 0].min() == pytest.approx(5 * 0.7) and points[:, 0].max() == pytest.approx(13 * 0.7)
+    assert points[:, 1].min() == pytest.approx(4 * 0.5) and points[:, 1].max() == pytest.approx(26 * 0.5)
+    # the middle of each side is exactly on the pixel edge; the corners are rounded by the smoothing
+    middle = points[np.isclose(points[:, 1], 15.5 * 0.5)]  # the line through the centres of column 15
+    assert sorted(middle[:, 0]) == pytest.approx([5 * 0.7, 13 * 0.7])
+    assert np.hypot(8 * 0.7, 22 * 0.5) - 0.7 < slice_axes(mask, (0.7, 0.5)).long_axis_mm < np.hypot(8 * 0.7, 22 * 0.5)
+
+
+def test_the_outline_lies_between_inside_and_outside_pixel_centres():
+    rng = np.random.default_rng(5)
+    for _ in range(20):
+        volume = _ellipsoid_volume(rng.uniform(5, 15), 15.0, rng.uniform(0, np.pi), (3.0, 0.8, 0.8), rng)
+        mask = volume.array[volume.array.shape[0] // 2].astype(bool)
+        points = boundary_points_mm(mask, (1.0, 1.0))  # index units: pixel (r, c) covers [r, r+1] x [c, c+1]
+        padded = np.pad(mask, 1)
+        for axis in (0, 1):  # points on a row line (fixed row centre), then on a column line
+            line = padded if axis == 0 else padded.T
+            on_line = np.isclose(points[:, axis] % 1.0, 0.5)
+            fixed, along = points[on_line, axis], points[on_line, 1 - axis]
+            assert on_line.any()
+            # the two pixel centres the point lies between (index in the padded mask): one inside, one outside
+            before = np.floor(along - 0.5).astype(int) + 1
+            row = np.floor(fixed).astype(int) + 1
+            assert np.all(line[row, before] != line[row, before + 1])
+        # rows and columns both contribute, and nothing lies off the pixel-centre lines
+        assert np.all(np.isclose(points[:, 0] % 1.0, 0.5) | np.isclose(points[:, 1] % 1.0, 0.5))
+
+
 @pytest.mark.parametrize("spacing_zyx", [(3.0, 0.8, 0.8), (1.0, 0.7, 0.7)])
 def test_accuracy_target_on_digitised_ellipsoids(spacing_zyx):
-    """Each error within [-0.75, +1.25] x in-plane spacing of the exact value, mean within [0.2, 0.7] x spacing.
+    """Short and long axis: mean error within +/-0.2 x in-plane spacing, every error within +/-1 x spacing.
 
     The exact value is the ellipsoid's cross-section in the slice the node was measured in (the
     slice with the largest measured short axis, usually the central one).
@@ -131,9 +178,8 @@ def test_accuracy_target_on_digitised_ellipsoids(spacing_zyx):
             exact_short, exact_long = _exact_section_axes(short, long, volume, nodes[0].measurement_slice_index)
             short_errors.append((nodes[0].short_axis_mm - exact_short) / pixel)
             long_errors.append((nodes[0].long_axis_mm - exact_long) / pixel)
-    for errors in (np.array(short_errors), np.array(long_errors)):
-        assert errors.min() >= -0.75 and errors.max() <= 1.25, (errors.min(), errors.max())
-        assert 0.2 <= errors.mean() <= 0.7, errors.mean()
+    _assert_accuracy_target(short_errors, "short axis")
+    _assert_accuracy_target(long_errors, "long axis")
 
 
 def test_short_axis_rotation_invariance():
@@ -143,8 +189,8 @@ def test_short_axis_rotation_invariance():
         volume = _ellipsoid_volume(9.0, 16.0, np.deg2rad(angle_deg), (3.0, 0.8, 0.8), rng)
         node = measure_nodes(volume)[0]
         errors.append((node.short_axis_mm - _exact_section_axes(9.0, 16.0, volume, node.measurement_slice_index)[0]) / 0.8)
-    assert min(errors) >= -0.75 and max(errors) <= 1.25
-    assert np.ptp(errors) <= 1.5  # pixel staircase only, no angle-dependent bias
+    _assert_accuracy_target(errors, "short axis")
+    assert np.ptp(errors) <= 1.5  # digitisation only, no angle-dependent bias
     # quarter turns of the pixel grid are exact symmetries (isotropic in-plane spacing)
     volume = _ellipsoid_volume(9.0, 16.0, 0.3, (3.0, 0.8, 0.8), rng)
     base = recist_axes(volume.array.astype(bool), (3.0, 0.8, 0.8))
@@ -156,19 +202,25 @@ def test_short_axis_rotation_invariance():
 
 @pytest.mark.slow
 def test_accuracy_sweep_random_ellipsoids(full_size):
-    """Random sizes 5-30 mm and angles; reduced to 40 ellipsoids by default, 400 with LNQ_FULL_SIZE=1."""
-    rng = np.random.default_rng(11)
-    for spacing_zyx in ((3.0, 0.8, 0.8), (1.0, 0.7, 0.7)):
-        errors = []
-        for _ in range(200 if full_size else 20):
-            short = rng.uniform(5, 30)
-            long = rng.uniform(short, 30)
-            volume = _ellipsoid_volume(short, long, rng.uniform(0, np.pi), spacing_zyx, rng)
-            node = measure_nodes(volume)[0]
-            errors.append((node.short_axis_mm - _exact_section_axes(short, long, volume, node.measurement_slice_index)[0]) / spacing_zyx[1])
-        errors = np.array(errors)
-        assert errors.min() >= -0.75 and errors.max() <= 1.25, (errors.min(), errors.max())
-        assert 0.2 <= errors.mean() <= 0.7, errors.mean()
+    """The ellipsoids of ``benchmarks/metrics_bench.py``: 150 per spacing, the first 30 by default.
+
+    Same draws as the benchmark's ``recist_accuracy``: per spacing a fresh generator gives the
+    short axis, the long axis (short..max), the in-plane angle and the sub-voxel in-plane position,
+    in that order; seed 0 with sizes 5-30 mm, and seed 1 with small nodes of 5-7 mm, where the
+    smoothing moves the outline inwards most. ``measure_nodes`` measures each node.
+    """
+    for seed, (low, high) in ((0, (5.0, 30.0)), (1, (5.0, 7.0))):
+        for spacing_zyx in ((3.0, 0.8, 0.8), (1.0, 0.7, 0.7)):
+            rng = np.random.default_rng(seed)
+            errors = []
+            for _ in range(150 if full_size else 30):
+                short = rng.uniform(low, high)
+                long = rng.uniform(short, high)
+                volume = _ellipsoid_volume(short, long, rng.uniform(0, np.pi), spacing_zyx, rng)
+                node = measure_nodes(volume)[0]
+                exact_short = _exact_section_axes(short, long, volume, node.measurement_slice_index)[0]
+                errors.append((node.short_axis_mm - exact_short) / spacing_zyx[1])
+            _assert_accuracy_target(errors, f"short axis, {low:g}-{high:g} mm at {spacing_zyx}")
 
 
 def test_anisotropic_in_plane_spacing_uses_row_and_column_spacing():
