@@ -12,6 +12,7 @@ not segmented while the anatomy filter is on.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Optional, Union
@@ -24,8 +25,11 @@ from .models.model_folder import LoadedModel, ModelCard, load_model
 from .anatomy import find_chest_anatomy
 from .postprocess import DROP_REASONS, filter_candidates, label_instances, threshold_probability
 from .preprocessing import check_chest_ct, check_ct, crop_volume, find_mediastinum_box, normalize_ct, resample_volume
+from .log import collected_messages
 from .progress import CancelToken, ProgressCallback, StageProgress
 from .sliding_window import WindowPredictor, sliding_window_probability
+
+logger = logging.getLogger(__name__)
 
 OUTPUT_KINDS = ("instances", "binary")
 
@@ -39,6 +43,7 @@ class SegmentationResult:
     model_card: ModelCard
     #: device the network finally ran on ("cpu" or "cuda:0"...)
     device: str
+    #: what the engine logged during the run (validation note, crop, nodes found and dropped), in order
     messages: list[str] = field(default_factory=list)
     node_count: int = 0
     #: (start_zyx, stop_zyx) of the region the network saw, in CT indices
@@ -128,14 +133,23 @@ def segment_volume(
     """
     if output not in OUTPUT_KINDS:
         raise InputError(f"output must be one of {OUTPUT_KINDS}, got '{output}'.")
-    report = StageProgress(progress)
+    options = dict(crop_to_mediastinum=crop_to_mediastinum, anatomy_filter=anatomy_filter, overlap=overlap, tta=tta,
+                   min_node_volume_mm3=min_node_volume_mm3, threshold=threshold, output=output, batch_size=batch_size,
+                   allow_unusual_input=allow_unusual_input)
+    with collected_messages() as messages:  # what the engine logs on the way becomes the result's messages
+        result = _segment(ct, model, device, StageProgress(progress), cancel, **options)
+    result.messages = list(messages)
+    return result
+
+
+def _segment(ct: Volume, model, device: str, report: StageProgress, cancel, *, crop_to_mediastinum, anatomy_filter, overlap,
+             tta, min_node_volume_mm3, threshold, output, batch_size, allow_unusual_input) -> SegmentationResult:
     timings: dict[str, float] = {}
-    messages: list[str] = []
     started = time.perf_counter()
 
     report(0.0, "checking input")
     check_ct(ct)
-    check_chest_ct(ct, allow_unusual_input, messages)
+    check_chest_ct(ct, allow_unusual_input)
     loaded = _load(model, resolve_device(device), report)
     card = loaded.card
     post = card.postprocessing
@@ -143,8 +157,8 @@ def segment_volume(
     threshold = float(post["threshold"] if threshold is None else threshold)
     anatomy_filter = bool(post.get("anatomy_filter", True) if anatomy_filter is None else anatomy_filter)
     if not card.validated_on_patient_data:
-        messages.append(f"Model {card.title} is not validated on annotated patient CT (see its MODEL_CARD.md): "
-                        "check every outline; not for diagnosis.")
+        logger.warning(f"Model {card.title} is not validated on annotated patient CT (see its MODEL_CARD.md): "
+                       "check every outline; not for diagnosis.")
     _check_cancel(cancel)
 
     report(0.02, "finding the mediastinum")
@@ -152,20 +166,20 @@ def segment_volume(
     anatomy = find_chest_anatomy(ct) if (use_crop or anatomy_filter) else None
     dtype = np.uint16 if output == "instances" else np.uint8
     if anatomy_filter and not anatomy.has_mediastinum:
-        messages.extend(anatomy.messages)
-        messages.append("No mediastinal lymph nodes reported, because this scan has no mediastinum; to segment it anyway "
-                        "turn the anatomy filter off (lnq segment --no-anatomy-filter).")
+        for message in anatomy.messages:
+            logger.warning(message)
+        logger.warning("No mediastinal lymph nodes reported, because this scan has no mediastinum; to segment it anyway "
+                       "turn the anatomy filter off (lnq segment --no-anatomy-filter).")
         report(1.0, "done")
-        return SegmentationResult(ct.with_array(np.zeros(ct.geometry.shape_zyx, dtype)), card, str(loaded.device), messages,
+        return SegmentationResult(ct.with_array(np.zeros(ct.geometry.shape_zyx, dtype)), card, str(loaded.device), [],
                                   0, None, {"total": time.perf_counter() - started}, {r: 0 for r in DROP_REASONS}, False, True)
     if use_crop:
-        box = find_mediastinum_box(ct, margin_mm=float(card.data["input"].get("crop_margin_mm", 20.0)), messages=messages,
-                                   anatomy=anatomy)
+        box = find_mediastinum_box(ct, margin_mm=float(card.data["input"].get("crop_margin_mm", 20.0)), anatomy=anatomy)
     else:
         box = ((0, 0, 0), ct.geometry.shape_zyx)
-        messages.append("Mediastinum crop off: the network sees the whole volume.")
+        logger.info("Mediastinum crop off: the network sees the whole volume.")
     region = crop_volume(ct, *box)
-    probability, model_geometry, device_name = _network_probability(region, loaded, overlap, tta, batch_size, report, cancel, timings, messages)
+    probability, model_geometry, device_name = _network_probability(region, loaded, overlap, tta, batch_size, report, cancel, timings)
 
     report(0.9, "resampling back")
     t0 = time.perf_counter()
@@ -175,9 +189,9 @@ def segment_volume(
     del probability
     timings["postprocess"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - started
-    messages.append(describe_dropped(count, dropped, min_volume, anatomy_filter))
+    logger.info(describe_dropped(count, dropped, min_volume, anatomy_filter))
     report(1.0, "done")
-    return SegmentationResult(ct.with_array(labels), card, device_name, messages, count,
+    return SegmentationResult(ct.with_array(labels), card, device_name, [], count,
                               (tuple(box[0]), tuple(box[1])), timings, dropped, True, anatomy_filter)
 
 
@@ -224,7 +238,7 @@ def _load(model, device_name: str, report) -> LoadedModel:
     return load_model(model, device=device_name)
 
 
-def _network_probability(region: Volume, loaded: LoadedModel, overlap, tta, batch_size, report, cancel, timings, messages):
+def _network_probability(region: Volume, loaded: LoadedModel, overlap, tta, batch_size, report, cancel, timings):
     """Resample + normalise ``region`` and run the sliding window: (probability, its geometry, device used)."""
     card = loaded.card
     t0 = time.perf_counter()
@@ -236,7 +250,7 @@ def _network_probability(region: Volume, loaded: LoadedModel, overlap, tta, batc
     timings["preprocess"] = time.perf_counter() - t0
     _check_cancel(cancel)
     predictor = WindowPredictor(loaded.network, loaded.device, foreground_channel=card.foreground_channel,
-                                batch_size=batch_size, messages=messages)
+                                batch_size=batch_size)
     t0 = time.perf_counter()
     probability = sliding_window_probability(
         _model_input_array(card, image), predictor, card.patch_size_zyx, overlap=overlap, tta=tta,

@@ -10,12 +10,16 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Optional, Sequence
 
 import numpy as np
 
 from .errors import InputError
 from .geometry import ImageGeometry, Volume
+
+logger = logging.getLogger(__name__)
+
 
 def check_ct(volume: Volume) -> None:
     """Raise :class:`InputError` unless ``volume`` looks like a 3-D CT in Hounsfield units."""
@@ -78,10 +82,10 @@ def chest_ct_problems(volume: Volume) -> list[str]:
     return problems
 
 
-def check_chest_ct(volume: Volume, allow_unusual_input: bool = False, messages: Optional[list] = None) -> None:
+def check_chest_ct(volume: Volume, allow_unusual_input: bool = False) -> None:
     """Refuse a volume whose grid or content cannot be a chest CT (:func:`chest_ct_problems`).
 
-    With ``allow_unusual_input`` the problems are appended to ``messages`` instead.
+    With ``allow_unusual_input`` the problems are logged as a warning instead.
     """
     problems = chest_ct_problems(volume)
     if not problems:
@@ -92,32 +96,30 @@ def check_chest_ct(volume: Volume, allow_unusual_input: bool = False, messages: 
             f"This does not look like a chest CT: {text} ({volume.geometry.describe()}). Check the file and its "
             "spacing; to segment it anyway use lnq segment --allow-unusual-input (Python: allow_unusual_input=True)."
         )
-    if messages is not None:
-        messages.append(f"Unusual input, segmented anyway as asked: {text}. Results may be meaningless.")
+    logger.warning(f"Unusual input, segmented anyway as asked: {text}. Results may be meaningless.")
 
 
 def find_mediastinum_box(
-    ct: Volume, margin_mm: float = 20.0, messages: Optional[list] = None, anatomy=None
+    ct: Volume, margin_mm: float = 20.0, anatomy=None
 ) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
     """Index box ``(start_zyx, stop_zyx)`` (stop exclusive) around the mediastinum, padded by ``margin_mm``.
 
     The mediastinum is found from the CT itself (:func:`LymphNodeQuantLib.anatomy.find_chest_anatomy`,
     or pass its result as ``anatomy``). Without one (no lungs, or a scan without a mediastinum) the
-    whole volume is returned and a note appended to ``messages``.
+    whole volume is returned and the reason logged.
     """
     from .anatomy import find_chest_anatomy
 
     anatomy = anatomy if anatomy is not None else find_chest_anatomy(ct)
     shape = tuple(int(s) for s in ct.geometry.shape_zyx)
     if not anatomy.mediastinum.any():
-        if messages is not None:
-            messages.extend(anatomy.messages)
-            messages.append("Not cropping to the mediastinum: using the whole volume.")
+        for message in anatomy.messages:
+            logger.info(message)
+        logger.info("Not cropping to the mediastinum: using the whole volume.")
         return (0, 0, 0), shape  # type: ignore[return-value]
     start, stop = anatomy.mediastinum_box(ct.geometry.spacing_zyx_mm, margin_mm)
-    if messages is not None:
-        messages.append(f"Cropped to the mediastinum box {list(start)}..{list(stop)} (z, y, x) between "
-                        f"{anatomy.lung_volume_ml:.0f} ml of lung.")
+    logger.info(f"Cropped to the mediastinum box {list(start)}..{list(stop)} (z, y, x) between "
+                f"{anatomy.lung_volume_ml:.0f} ml of lung.")
     return start, stop  # type: ignore[return-value]
 
 

@@ -16,6 +16,7 @@ results agree with MONAI's function within floating-point tolerance (``Testing/t
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 from typing import Optional, Sequence
 
@@ -23,6 +24,8 @@ import numpy as np
 
 from .errors import InputError
 from .progress import CancelToken, ProgressCallback
+
+logger = logging.getLogger(__name__)
 
 
 def window_starts(size: int, patch: int, overlap: float) -> list[int]:
@@ -59,7 +62,7 @@ class WindowPredictor:
     """Runs the network on batches of windows, returning the foreground probability on the CPU.
 
     ``foreground_channel`` selects the class (softmax over channels; a single-channel network is
-    read through a sigmoid). ``messages`` collects what happened (OOM fallbacks).
+    read through a sigmoid). What happens (out-of-memory fallbacks) is logged as warnings.
     """
 
     def __init__(
@@ -70,7 +73,6 @@ class WindowPredictor:
         foreground_channel: int = 1,
         batch_size: int = 2,
         mixed_precision: Optional[str] = "auto",
-        messages: Optional[list] = None,
     ) -> None:
         import torch
 
@@ -78,7 +80,6 @@ class WindowPredictor:
         self.device = torch.device(device)
         self.foreground_channel = int(foreground_channel)
         self.batch_size = max(1, int(batch_size))
-        self.messages = messages if messages is not None else []
         self.mixed_precision = mixed_precision
 
     def _autocast(self):
@@ -138,9 +139,9 @@ class WindowPredictor:
                     torch.cuda.empty_cache()
                 if self.batch_size > 1:
                     self.batch_size //= 2
-                    self.messages.append(f"Out of memory on {self.device.type}: retrying with {self.batch_size} window(s) per batch.")
+                    logger.warning(f"Out of memory on {self.device.type}: retrying with {self.batch_size} window(s) per batch.")
                 elif self.device.type != "cpu":
-                    self.messages.append(f"Out of memory on {self.device.type} even with one window per batch: continuing on the CPU.")
+                    logger.warning(f"Out of memory on {self.device.type} even with one window per batch: continuing on the CPU.")
                     self.move_to_cpu()
                 else:
                     raise InputError(

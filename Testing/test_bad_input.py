@@ -21,6 +21,7 @@ from LymphNodeQuantLib.errors import InputError, ModelError, OutputError
 from LymphNodeQuantLib.file_integrity import itk_messages
 from LymphNodeQuantLib.geometry import ImageGeometry, Volume
 from LymphNodeQuantLib.io import read_volume, write_volume
+from LymphNodeQuantLib.log import collected_messages
 from LymphNodeQuantLib.models.model_folder import ModelCard, load_model_card
 from LymphNodeQuantLib.preprocessing import chest_ct_problems, check_chest_ct
 from LymphNodeQuantLib.synthetic import make_phantom
@@ -105,8 +106,8 @@ def test_what_cannot_be_a_chest_ct_is_named(small_ct, shape, spacing, fill, expe
     assert any(expected in problem for problem in chest_ct_problems(volume))
     with pytest.raises(InputError, match="does not look like a chest CT.*--allow-unusual-input"):
         check_chest_ct(volume)
-    messages: list[str] = []
-    check_chest_ct(volume, allow_unusual_input=True, messages=messages)
+    with collected_messages() as messages:
+        check_chest_ct(volume, allow_unusual_input=True)
     assert messages and "segmented anyway" in messages[0]
 
 

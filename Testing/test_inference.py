@@ -184,21 +184,23 @@ class OutOfMemoryNetwork(torch.nn.Module):
 
 
 def test_out_of_memory_halves_batch_then_moves_to_cpu():
+    from LymphNodeQuantLib.log import collected_messages
+
     image = np.random.default_rng(1).normal(size=(20, 40, 40)).astype(np.float32)
     reference = sliding_window_probability(image, WindowPredictor(BrightVoxelNetwork(0.0), "cpu", batch_size=4), (8, 16, 16))
 
     network = OutOfMemoryNetwork(BrightVoxelNetwork(0.0), max_batch=1)
-    messages = []
-    predictor = WindowPredictor(network, "cpu", batch_size=4, messages=messages)
-    result = sliding_window_probability(image, predictor, (8, 16, 16))
+    predictor = WindowPredictor(network, "cpu", batch_size=4)
+    with collected_messages() as messages:
+        result = sliding_window_probability(image, predictor, (8, 16, 16))
     assert np.allclose(result, reference) and predictor.batch_size == 1 and set(network.batch_sizes) == {1}
     assert [m.split(":")[0] for m in messages] == ["Out of memory on cpu"] * 2
 
     # an accelerator that always runs out of memory: the 'meta' device stands in for the GPU
     network = OutOfMemoryNetwork(BrightVoxelNetwork(0.0), max_batch=8, fail_off_cpu=True)
-    messages = []
-    predictor = WindowPredictor(network, "meta", batch_size=2, messages=messages)
-    result = sliding_window_probability(image, predictor, (8, 16, 16))
+    predictor = WindowPredictor(network, "meta", batch_size=2)
+    with collected_messages() as messages:
+        result = sliding_window_probability(image, predictor, (8, 16, 16))
     assert np.allclose(result, reference) and predictor.device.type == "cpu"
     assert "continuing on the CPU" in messages[-1]
 

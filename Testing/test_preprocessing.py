@@ -6,6 +6,7 @@ import pytest
 from LymphNodeQuantLib.errors import InputError
 from LymphNodeQuantLib.geometry import ImageGeometry, Volume
 from LymphNodeQuantLib.io import read_volume
+from LymphNodeQuantLib.log import collected_messages
 from LymphNodeQuantLib.preprocessing import (
     check_ct,
     crop_volume,
@@ -38,8 +39,8 @@ def test_check_ct_accepts_ct_and_refuses_bad_input(phantom):
 
 
 def test_mediastinum_box_contains_all_phantom_nodes(phantom):
-    messages = []
-    start, stop = find_mediastinum_box(phantom.ct, messages=messages)
+    with collected_messages() as messages:
+        start, stop = find_mediastinum_box(phantom.ct)
     nodes = np.nonzero(phantom.node_labels.array)
     for axis in range(3):
         assert start[axis] <= nodes[axis].min() and nodes[axis].max() < stop[axis]
@@ -71,8 +72,8 @@ def test_mediastinum_box_on_real_ct(shared_data):
 def test_mediastinum_box_falls_back_without_lungs(shared_data):
     ct = read_volume(shared_data / "totalseg-mediastinum" / "ct_cropped.nii.gz")
     centre = crop_volume(ct, (60, 40, 40), (120, 86, 80))  # heart and great vessels, no lung
-    messages = []
-    assert find_mediastinum_box(centre, messages=messages) == ((0, 0, 0), centre.array.shape)
+    with collected_messages() as messages:
+        assert find_mediastinum_box(centre) == ((0, 0, 0), centre.array.shape)
     assert ("No lungs found" in messages[0] or "No mediastinum" in messages[0]) and "whole volume" in messages[-1]
 
 

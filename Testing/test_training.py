@@ -385,11 +385,11 @@ def test_resume_after_interruption_gives_identical_weights(tiny_dataset, tmp_pat
 
     config = tiny_config(strategy="totalseg")
     cache = tmp_path / "cache"
-    straight = train(config, tiny_dataset, tmp_path / "straight", cache_dir=cache, show_progress=False, log=lambda m: None)
+    straight = train(config, tiny_dataset, tmp_path / "straight", cache_dir=cache, show_progress=False)
     assert straight.finished and len(straight.metrics) == 2
-    interrupted = train(config, tiny_dataset, tmp_path / "resumed", cache_dir=cache, stop_after_epochs=1, show_progress=False, log=lambda m: None)
+    interrupted = train(config, tiny_dataset, tmp_path / "resumed", cache_dir=cache, stop_after_epochs=1, show_progress=False)
     assert not interrupted.finished and interrupted.epochs_completed == 1
-    resumed = train(config, tiny_dataset, tmp_path / "resumed", cache_dir=cache, show_progress=False, log=lambda m: None)
+    resumed = train(config, tiny_dataset, tmp_path / "resumed", cache_dir=cache, show_progress=False)
     assert resumed.finished and [m["epoch"] for m in resumed.metrics] == [1, 2]
     a, b = _weights(tmp_path / "straight" / "checkpoint_latest.pt"), _weights(tmp_path / "resumed" / "checkpoint_latest.pt")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -401,7 +401,7 @@ def test_resume_after_interruption_gives_identical_weights(tiny_dataset, tmp_pat
     assert (tmp_path / "resumed" / "metrics.png").stat().st_size > 1000
     # a checkpoint from other settings is refused rather than silently mixed
     with pytest.raises(InputError, match="other settings"):
-        train(tiny_config(strategy="totalseg", seed=4), tiny_dataset, tmp_path / "resumed", cache_dir=cache, show_progress=False, log=lambda m: None)
+        train(tiny_config(strategy="totalseg", seed=4), tiny_dataset, tmp_path / "resumed", cache_dir=cache, show_progress=False)
 
 
 def test_initial_weights_start_a_fine_tuning_run(tiny_dataset, tmp_path):
@@ -409,7 +409,7 @@ def test_initial_weights_start_a_fine_tuning_run(tiny_dataset, tmp_path):
     from LymphNodeQuantLib.training.trainer import train
 
     cache = tmp_path / "cache"
-    quiet = dict(cache_dir=cache, show_progress=False, log=lambda m: None)
+    quiet = dict(cache_dir=cache, show_progress=False)
     first = train(tiny_config(strategy="totalseg", epochs=1), tiny_dataset, tmp_path / "first", **quiet)
     trained = torch.load(first.checkpoint, map_location="cpu", weights_only=False)["network"]
     # learning rate 0: the fine-tuning run must end exactly where its initial weights were
@@ -434,7 +434,7 @@ def test_export_round_trip_and_segment(tiny_dataset, tmp_path, phantom):
     from LymphNodeQuantLib.training.trainer import train
 
     config = tiny_config(strategy="dbdmp", epochs=1)
-    result = train(config, tiny_dataset, tmp_path / "run", show_progress=False, log=lambda m: None)
+    result = train(config, tiny_dataset, tmp_path / "run", show_progress=False)
     folder = export_model(result.checkpoint, tmp_path / "model", name="tiny", metrics={"note": "test"})
     card = json.loads((folder / "model.json").read_text())
     assert len(card["weights"]["sha256"]) == 64 and card["training"]["strategy"] == "dbdmp"

@@ -140,4 +140,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # the engine logs training progress
     sys.exit(main())

@@ -321,4 +321,7 @@ def write_section(rows: list[dict], speed: dict) -> None:
 
 
 if __name__ == "__main__":
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # the engine logs training progress
     sys.exit(main())

@@ -338,4 +338,7 @@ def write_model_card_md(folder: Path, metrics: dict, config) -> None:
 
 
 if __name__ == "__main__":
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # the engine logs training progress
     sys.exit(main())

@@ -44,14 +44,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 class _CommandLogHandler(logging.Handler):
-    """The engine's log warnings (e.g. ITK's, from reading a file) as ``lnq COMMAND: warning: ...`` on stderr."""
+    """The engine's log records for the user: information as plain lines (on stdout, or on stderr when
+    stdout carries JSON), warnings and errors as ``lnq COMMAND: warning: ...`` on stderr. Records a job
+    collected for its own result (``log.collected_messages``) are printed by the command, not here."""
 
-    def __init__(self, command: str) -> None:
-        super().__init__(logging.WARNING)
+    def __init__(self, command: str, information_stream) -> None:
+        super().__init__(logging.INFO)
         self.command = command
+        self.information_stream = information_stream
 
     def emit(self, record: logging.LogRecord) -> None:
-        print(f"lnq {self.command}: {record.levelname.lower()}: {record.getMessage()}", file=sys.stderr)
+        from ..log import is_collected
+
+        if is_collected(record):
+            return
+        if record.levelno >= logging.WARNING:
+            print(f"lnq {self.command}: {record.levelname.lower()}: {record.getMessage()}", file=sys.stderr)
+        else:
+            print(record.getMessage(), file=self.information_stream, flush=True)
 
 
 def _interrupted_message(command: str) -> str:
@@ -70,8 +80,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     forget_written()
     engine_log = logging.getLogger(__name__.split(".")[0])
-    handler = _CommandLogHandler(args.command)
-    engine_log.addHandler(handler)
+    json_on_stdout = getattr(args, "progress", None) == "json"
+    handler = _CommandLogHandler(args.command, sys.stderr if json_on_stdout else sys.stdout)
+    root, previous_level = logging.getLogger(), engine_log.level
+    root.addHandler(handler)  # after the engine's own handlers (collectors) have seen each record
+    engine_log.setLevel(logging.INFO)
     try:
         return int(args.func(args) or 0)
     except LNQError as error:
@@ -85,7 +98,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(_interrupted_message(args.command), file=sys.stderr)
         return 130
     finally:
-        engine_log.removeHandler(handler)
+        root.removeHandler(handler)
+        engine_log.setLevel(previous_level)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -11,12 +11,14 @@ geometry of the preprocessed grid and the fingerprint (settings + source files' 
 
 from __future__ import annotations
 
+import logging
+
 import hashlib
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -25,6 +27,8 @@ from ..geometry import ImageGeometry, Volume
 from .dataset import TrainingCase
 
 CACHE_VERSION = 5
+logger = logging.getLogger(__name__)
+
 IGNORE = 255  # label value excluded from every loss
 
 
@@ -160,15 +164,14 @@ def load_or_build_case(case: TrainingCase, cache_dir: Path, settings: dict) -> t
     return cached, reused
 
 
-def build_cache(cases: Sequence[TrainingCase], cache_dir: Path, settings: dict,
-                log: Optional[Callable[[str], None]] = None) -> list[CachedCase]:
-    """Load every case from the cache, preprocessing the new or changed ones."""
+def build_cache(cases: Sequence[TrainingCase], cache_dir: Path, settings: dict, verbose: bool = False) -> list[CachedCase]:
+    """Load every case from the cache, preprocessing the new or changed ones (``verbose``: log each case)."""
     if not cases:
         raise InputError("No cases to preprocess.")
     out = []
     for index, case in enumerate(cases):
         cached, reused = load_or_build_case(case, cache_dir, settings)
-        if log:
-            log(f"[{index + 1}/{len(cases)}] {case.case_id}: {'cached' if reused else 'preprocessed'} {cached.image.shape}")
+        if verbose:
+            logger.info(f"[{index + 1}/{len(cases)}] {case.case_id}: {'cached' if reused else 'preprocessed'} {cached.image.shape}")
         out.append(cached)
     return out

@@ -15,10 +15,11 @@ from __future__ import annotations
 import json
 import math
 import os
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
 import torch
@@ -33,6 +34,8 @@ from .dataset import find_cases
 from .plots import plot_metrics, write_metrics_csv
 from .sampling import PatchSampler
 from .strategies import build_target
+
+logger = logging.getLogger(__name__)
 
 CHECKPOINT_LATEST = "checkpoint_latest.pt"
 CHECKPOINT_FINAL = "checkpoint_final.pt"
@@ -162,17 +165,17 @@ def _save_checkpoint(path: Path, state: dict) -> None:
 
 def train(config: TrainingConfig, dataset_dir: Path, output_dir: Path, *, cache_dir: Optional[Path] = None,
           totalseg_dir: Optional[Path] = None, resume: bool = True, device: str = "auto", show_progress: bool = True,
-          stop_after_epochs: Optional[int] = None, log: Callable[[str], None] = print) -> TrainingResult:
+          stop_after_epochs: Optional[int] = None) -> TrainingResult:
     """Train per ``config`` on the dataset; checkpoints, metrics.csv and metrics.png go to ``output_dir``.
 
     ``resume``: continue from ``output_dir/checkpoint_latest.pt`` when present (its config must
     match). ``stop_after_epochs``: stop early after that many epochs in total (as an interruption
-    would; a later call resumes).
+    would; a later call resumes). Progress is logged (logger ``LymphNodeQuantLib.training``) by rank 0.
     """
     context = distributed.setup(device)
     try:
         return _train(config, Path(dataset_dir), Path(output_dir), cache_dir, totalseg_dir, resume, context,
-                      show_progress, stop_after_epochs, log)
+                      show_progress, stop_after_epochs)
     finally:
         context.close()
 
@@ -191,10 +194,10 @@ class _Run:
     start_epoch: int = 0
 
 
-def _train(config, dataset_dir, output_dir, cache_dir, totalseg_dir, resume, context, show_progress, stop_after_epochs, log):
+def _train(config, dataset_dir, output_dir, cache_dir, totalseg_dir, resume, context, show_progress, stop_after_epochs):
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
-    main_log = log if context.is_main else (lambda _message: None)
+    main_log = logger.info if context.is_main else (lambda _message: None)
     output_dir.mkdir(parents=True, exist_ok=True)
     training_cases, validation_cases, sampler, augmenter = _prepare_data(
         config, dataset_dir, Path(cache_dir) if cache_dir else output_dir / "cache", totalseg_dir, context, main_log)
@@ -226,7 +229,7 @@ def _prepare_data(config, dataset_dir, cache_dir, totalseg_dir, context, main_lo
     cases = find_cases(dataset_dir, totalseg_dir)
     settings = config.preprocessing_settings()
     if context.is_main:
-        cached = build_cache(cases, cache_dir, settings, main_log)
+        cached = build_cache(cases, cache_dir, settings, verbose=True)
     context.barrier()
     if not context.is_main:
         cached = build_cache(cases, cache_dir, settings)
