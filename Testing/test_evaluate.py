@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 
+from benchmarks.references import challenge_style_scores
 from LymphNodeQuantLib.errors import InputError
 from LymphNodeQuantLib.geometry import ImageGeometry, Volume
 from LymphNodeQuantLib.evaluate import (
@@ -23,29 +24,6 @@ from LymphNodeQuantLib.evaluate import (
     surface_voxels,
 )
 from LymphNodeQuantLib.synthetic import make_phantom, write_lnq_case
-
-
-def challenge_style_scores(prediction: np.ndarray, reference: np.ndarray, spacing_zyx_mm) -> tuple[float, float]:
-    """Independent, straightforward LNQ2023-style Dice and ASSD with SimpleITK on the whole volume."""
-    import SimpleITK as sitk
-
-    def image(mask):
-        img = sitk.GetImageFromArray(mask.astype(np.uint8))
-        img.SetSpacing(tuple(float(s) for s in reversed(spacing_zyx_mm)))
-        return img
-
-    p, r = image(prediction), image(reference)
-    overlap = sitk.LabelOverlapMeasuresImageFilter()
-    overlap.Execute(r, p)
-    dice = overlap.GetDiceCoefficient()
-    p_contour = sitk.LabelContour(p, fullyConnected=False)
-    r_contour = sitk.LabelContour(r, fullyConnected=False)
-    p_distance = sitk.GetArrayFromImage(sitk.Abs(sitk.SignedMaurerDistanceMap(p_contour, squaredDistance=False, useImageSpacing=True)))
-    r_distance = sitk.GetArrayFromImage(sitk.Abs(sitk.SignedMaurerDistanceMap(r_contour, squaredDistance=False, useImageSpacing=True)))
-    p_surface = sitk.GetArrayFromImage(p_contour).astype(bool)
-    r_surface = sitk.GetArrayFromImage(r_contour).astype(bool)
-    assd = 0.5 * r_distance[p_surface].mean() + 0.5 * p_distance[r_surface].mean()
-    return dice, float(assd)
 
 
 def _volume(mask, spacing=(1.0, 1.0, 1.0), **kwargs):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from benchmarks.references import digitised_ellipsoid, exact_section_axes
 from LymphNodeQuantLib.geometry import ImageGeometry, Volume
 from LymphNodeQuantLib.measure import measure_nodes
 from LymphNodeQuantLib.recist import axes_of_hull, boundary_points_mm, convex_hull, max_diameter_3d_mm, recist_axes, slice_axes
@@ -96,25 +97,16 @@ def test_pixel_rules_single_pixel_and_anisotropic_rectangle():
 
 
 def _ellipsoid_volume(short_mm, long_mm, angle_rad, spacing_zyx, rng):
-    """Ellipsoid digitised at voxel centres; its long/short in-plane axes tilted by ``angle_rad``; centre on a slice."""
-    sz, sy, sx = spacing_zyx
-    semi_z = max(long_mm / 2, 3 * sz)
-    shape = (int(2 * semi_z / sz) + 5, int(long_mm / sy) + 8, int(long_mm / sx) + 8)
-    centre = np.array([shape[0] // 2 * sz, (shape[1] / 2 + rng.uniform(-0.5, 0.5)) * sy, (shape[2] / 2 + rng.uniform(-0.5, 0.5)) * sx])
-    z, y, x = np.meshgrid(*(np.arange(n) * s - c for n, s, c in zip(shape, spacing_zyx, centre)), indexing="ij")
-    u = x * np.cos(angle_rad) + y * np.sin(angle_rad)
-    v = -x * np.sin(angle_rad) + y * np.cos(angle_rad)
-    mask = (u / (long_mm / 2)) ** 2 + (v / (short_mm / 2)) ** 2 + (z / semi_z) ** 2 <= 1.0
-    return Volume(mask.astype(np.uint8), ImageGeometry(shape, spacing_zyx))
+    """The benchmark's digitised ellipsoid (benchmarks/references.py) as a Volume."""
+    mask, _ = digitised_ellipsoid(short_mm, long_mm, angle_rad, spacing_zyx, rng)
+    return Volume(mask.astype(np.uint8), ImageGeometry(mask.shape, spacing_zyx))
 
 
 def _exact_section_axes(short_mm, long_mm, volume, slice_index):
     """Exact axes of the ellipsoid's cross-section in slice ``slice_index`` (the centre lies on the middle slice)."""
     sz = volume.geometry.spacing_zyx_mm[0]
-    semi_z = max(long_mm / 2, 3 * sz)
     dz = (slice_index - volume.array.shape[0] // 2) * sz
-    factor = np.sqrt(max(1 - (dz / semi_z) ** 2, 0.0))
-    return short_mm * factor, long_mm * factor
+    return exact_section_axes(short_mm, long_mm, max(long_mm / 2, 3 * sz), dz)
 
 
 def _assert_accuracy_target(errors, what):

@@ -40,6 +40,8 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
+from benchmarks.references import challenge_style_scores, digitised_ellipsoid, exact_section_axes  # noqa: E402
+
 SHAPE_ZYX = (120, 512, 512)
 SPACING_ZYX_MM = (3.0, 0.8, 0.8)
 N_NODES = 12
@@ -97,21 +99,7 @@ def assd_ours_evaluate_case(prediction: np.ndarray, reference: np.ndarray) -> fl
 
 
 def assd_challenge(prediction: np.ndarray, reference: np.ndarray) -> float:
-    import SimpleITK as sitk
-
-    def image(array):
-        img = sitk.GetImageFromArray(array)
-        img.SetSpacing(tuple(reversed(SPACING_ZYX_MM)))
-        return img
-
-    p, r = image((prediction == 1).astype(np.uint8)), image((reference == 1).astype(np.uint8))
-    p_contour = sitk.LabelContour(p, fullyConnected=False)
-    r_contour = sitk.LabelContour(r, fullyConnected=False)
-    p_distance = sitk.GetArrayFromImage(sitk.Abs(sitk.SignedMaurerDistanceMap(p_contour, squaredDistance=False, useImageSpacing=True)))
-    r_distance = sitk.GetArrayFromImage(sitk.Abs(sitk.SignedMaurerDistanceMap(r_contour, squaredDistance=False, useImageSpacing=True)))
-    p_surface = sitk.GetArrayFromImage(p_contour).astype(bool)
-    r_surface = sitk.GetArrayFromImage(r_contour).astype(bool)
-    return float(0.5 * r_distance[p_surface].mean() + 0.5 * p_distance[r_surface].mean())
+    return challenge_style_scores(prediction == 1, reference == 1, SPACING_ZYX_MM)[1]
 
 
 def assd_medpy(prediction: np.ndarray, reference: np.ndarray) -> float:
@@ -197,18 +185,6 @@ def run_method(method: str, folder: Path) -> dict:
 
 
 # ---------------------------------------------------------------------------------------- RECIST accuracy
-def _digitised_ellipsoid(short_mm, long_mm, angle_rad, spacing_zyx, rng):
-    """Ellipsoid digitised at voxel centres, in-plane axes tilted by ``angle_rad``, centre on a slice."""
-    sz, sy, sx = spacing_zyx
-    semi_z = max(long_mm / 2, 3 * sz)
-    shape = (int(2 * semi_z / sz) + 5, int(long_mm / sy) + 8, int(long_mm / sx) + 8)
-    centre = np.array([shape[0] // 2 * sz, (shape[1] / 2 + rng.uniform(-0.5, 0.5)) * sy, (shape[2] / 2 + rng.uniform(-0.5, 0.5)) * sx])
-    z, y, x = np.meshgrid(*(np.arange(n) * s - c for n, s, c in zip(shape, spacing_zyx, centre)), indexing="ij")
-    u = x * np.cos(angle_rad) + y * np.sin(angle_rad)
-    v = -x * np.sin(angle_rad) + y * np.cos(angle_rad)
-    return (u / (long_mm / 2)) ** 2 + (v / (short_mm / 2)) ** 2 + (z / semi_z) ** 2 <= 1.0, semi_z
-
-
 def _corner_points_mm(mask_2d, spacing_rc):
     rows, cols = np.nonzero(mask_2d)
     corners = [np.stack([rows + a, cols + b], axis=1) for a in (0.0, 1.0) for b in (0.0, 1.0)]
@@ -273,16 +249,15 @@ def recist_accuracy(n_per_spacing: int = 150, seed: int = 0, sizes_mm: tuple[flo
         for _ in range(n_per_spacing):
             short = rng.uniform(low, high)
             long = rng.uniform(short, high)
-            mask, semi_z = _digitised_ellipsoid(short, long, rng.uniform(0, np.pi), spacing, rng)
+            mask, semi_z = digitised_ellipsoid(short, long, rng.uniform(0, np.pi), spacing, rng)
             for name in variants:
                 best = None
                 for k in np.flatnonzero(mask.any(axis=(1, 2))):  # the slice with the largest short axis
                     value = _variant_axes(mask[k], spacing[1:], name)
                     if best is None or value[0] > best[0] + 1e-9:
                         best = (*value, k)
-                dz = (best[2] - mask.shape[0] // 2) * spacing[0]
-                factor = np.sqrt(max(1 - (dz / semi_z) ** 2, 0.0))
-                errors[name].append(((best[0] - short * factor) / spacing[1], (best[1] - long * factor) / spacing[1]))
+                exact_short, exact_long = exact_section_axes(short, long, semi_z, (best[2] - mask.shape[0] // 2) * spacing[0])
+                errors[name].append(((best[0] - exact_short) / spacing[1], (best[1] - exact_long) / spacing[1]))
         for name, label in variants.items():
             e = np.array(errors[name])
             s, lg = e[:, 0], e[:, 1]
