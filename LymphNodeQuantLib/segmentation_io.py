@@ -99,7 +99,11 @@ def read_segmentation(path: PathLike) -> tuple[Volume, list[dict]]:
     segments = []
     index = 0
     while f"Segment{index}_ID" in keys:
-        get = lambda field: reader.GetMetaData(f"Segment{index}_{field}") if f"Segment{index}_{field}" in keys else ""
+
+        def get(field: str, index: int = index) -> str:
+            key = f"Segment{index}_{field}"
+            return reader.GetMetaData(key) if key in keys else ""
+
         segments.append(
             {
                 "id": get("ID"),

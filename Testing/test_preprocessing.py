@@ -81,7 +81,10 @@ def test_resample_round_trip_keeps_extent(phantom):
     fine = resample_volume(phantom.ct, (3.0, 1.75, 1.75))
     assert fine.array.shape == (40, 192, 192) and fine.array.dtype == np.float32
     # physical centre of the volume is preserved
-    centre = lambda v: v.geometry.index_zyx_to_lps((np.array(v.array.shape) - 1) / 2.0)
+
+    def centre(volume):
+        return volume.geometry.index_zyx_to_lps((np.array(volume.array.shape) - 1) / 2.0)
+
     assert np.allclose(centre(fine), centre(phantom.ct), atol=1e-3)
     back = resample_to_geometry(fine, phantom.ct.geometry, "linear")
     assert back.geometry.same_grid(phantom.ct.geometry)

@@ -7,7 +7,6 @@ on 2 cores. The DDP test (2 gloo processes) lives in test_training_ddp.py.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np

@@ -317,7 +317,10 @@ def nnunet_rows(args, card, ct_path: Path, work: Path, rows: list, reference: np
         "nnunet-predictor": run_worker("nnunet-predictor", ct_path, str(folder), work, "cpu", python=args.nnunet_python),
         "engine-nnunet": run_worker("engine-nnunet", ct_path, str(folder), work, "cpu"),
     }
-    unpack = lambda path: np.unpackbits(np.load(path))[: reference.size].reshape(reference.shape).astype(bool)
+
+    def unpack(path):
+        return np.unpackbits(np.load(path))[: reference.size].reshape(reference.shape).astype(bool)
+
     reference_rows = [r for r in rows if r["variant"] == "monai" and r["device"] == "cpu"]
     monai_mask = unpack(str(work / "monai.npy"))
     nnunet_mask = unpack(results["nnunet-predictor"]["mask_file"])

@@ -98,7 +98,10 @@ def load_initial_weights(network: torch.nn.Module, source: str, architecture: di
     else:
         checkpoint = load_checkpoint(path)
         source_architecture, state = checkpoint["architecture"], checkpoint["network"]
-    as_json = lambda value: json.loads(json.dumps(value))  # tuples and lists compare equal
+
+    def as_json(value):  # tuples and lists compare equal
+        return json.loads(json.dumps(value))
+
     if as_json(source_architecture) != as_json(architecture):
         raise InputError(f"initial_weights '{source}' were trained with another architecture "
                          f"({source_architecture.get('arguments', {}).get('features_per_stage')} features per stage, "
