@@ -94,6 +94,12 @@ def test_slicer_storage_node_reads_our_file(tmp_path, mrml_scene):
 
 def test_engine_terminology_text_is_what_slicer_serializes(mrml_scene):
     """The .seg.nrrd writer spells the entry by hand (no Slicer in the engine): it must equal Slicer's own."""
+    import sys
+    from pathlib import Path
+
+    module_dir = str(Path(__file__).resolve().parents[1] / "LymphNodeQuant")  # where Slicer finds the module's packages
+    if module_dir not in sys.path:
+        sys.path.insert(0, module_dir)
     from LymphNodeQuantMRML import terminology
 
     assert terminology_entry_text() == terminology.terminology_entry()
