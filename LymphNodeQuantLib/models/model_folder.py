@@ -84,8 +84,12 @@ OPTIONAL_KEYS: dict[str, tuple[Callable[[Any], bool], str]] = {
 }
 
 def packaged_models_folders() -> list[Path]:
-    """Folders searched for installed models, in order (environment, source tree, installed package data)."""
+    """Folders searched for installed models, in order (LNQ_MODEL_PATH, the user models folder of
+    ``lnq models install``, the source tree, installed package data)."""
+    from ..model_install.installer import user_models_dir  # where 'lnq models install' puts models
+
     folders = [Path(p) for p in os.environ.get(MODEL_PATH_ENVIRONMENT, "").split(os.pathsep) if p]
+    folders.append(user_models_dir())
     package_root = Path(__file__).resolve().parents[1]
     folders.append(package_root.parent / "LymphNodeQuant" / "Resources" / "Models")  # source tree / editable install
     folders.append(package_root / "packaged_models")  # wheel: package data mapped by pyproject.toml
@@ -247,9 +251,10 @@ def resolve_model(name_or_path: PathLike = "default") -> Path:
             return path
         raise ModelError(f"'{path}' is a folder but holds no {MODEL_CARD_NAME} (nor an nnU-Net v2 model); point --model at a model folder.")
     if os.sep not in text and "/" not in text:
+        name = text.split(":", 1)[1] if ":" in text else text  # "lnq-segmenter:mediastinal-v1" -> "mediastinal-v1"
         for root in packaged_models_folders():
-            candidate = root / text
-            if (candidate / MODEL_CARD_NAME).is_file():
+            candidate = root / name
+            if (candidate / MODEL_CARD_NAME).is_file() or _looks_like_nnunet(candidate):
                 return candidate
     installed = ", ".join(entry["name"] for entry in list_models()) or "none installed"
     raise ModelError(f"Model '{name_or_path}' not found: not a model folder and not an installed model ({installed}).")
@@ -335,31 +340,46 @@ def load_model(name_or_path: PathLike = "default", device: str = "cpu") -> Loade
     return LoadedModel(card=card, network=network, device=str(device))
 
 
+INSTALL_RECORD_NAME = "lnq-install.json"
+
+
+def _install_record(folder: Path) -> dict:
+    try:
+        return json.loads((folder / INSTALL_RECORD_NAME).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def _listed_model(folder: Path) -> Optional[dict]:
+    """One ``list_models`` entry for a model folder (native or nnU-Net), None for anything else."""
+    record = _install_record(folder)
+    if (folder / MODEL_CARD_NAME).is_file():
+        try:
+            data = json.loads((folder / MODEL_CARD_NAME).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            return {"name": folder.name, "folder": str(folder), "error": "unreadable model.json"}
+        return {"name": str(data.get("name", folder.name)), "version": str(data.get("version", "")), "folder": str(folder),
+                "default": folder.name == DEFAULT_MODEL_NAME, "description": data.get("description", ""),
+                "metrics": data.get("metrics", {}), "licence": record.get("licence", data.get("licence", "")), "format": "native"}
+    if _looks_like_nnunet(folder):
+        folds = sorted(p.name[5:] for p in folder.glob("fold_*") if p.is_dir())
+        return {"name": folder.name, "version": str(record.get("version", "")), "folder": str(folder), "default": False,
+                "description": record.get("recommended_use") or f"nnU-Net v2 model, folds {', '.join(folds)}",
+                "metrics": {}, "licence": record.get("licence", ""), "format": "nnunetv2", "source": record.get("source", "")}
+    return None
+
+
 def list_models() -> list[dict]:
-    """Installed models: name, version, folder, description, metrics (for ``lnq models``)."""
+    """Installed models: name, version, folder, description, metrics, licence (for ``lnq models``)."""
     found: list[dict] = []
     seen: set[str] = set()
     for root in packaged_models_folders():
         if not root.is_dir():
             continue
-        for card_path in sorted(root.glob(f"*/{MODEL_CARD_NAME}")):
-            try:
-                data = json.loads(card_path.read_text(encoding="utf-8"))
-            except (OSError, json.JSONDecodeError):
-                found.append({"name": card_path.parent.name, "folder": str(card_path.parent), "error": "unreadable model.json"})
+        for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            entry = _listed_model(folder)
+            if entry is None or entry["name"] in seen:
                 continue
-            name = str(data.get("name", card_path.parent.name))
-            if name in seen:
-                continue
-            seen.add(name)
-            found.append(
-                {
-                    "name": name,
-                    "version": str(data.get("version", "")),
-                    "folder": str(card_path.parent),
-                    "default": card_path.parent.name == DEFAULT_MODEL_NAME,
-                    "description": data.get("description", ""),
-                    "metrics": data.get("metrics", {}),
-                }
-            )
+            seen.add(entry["name"])
+            found.append(entry)
     return found

@@ -39,6 +39,16 @@ def _read_json(path: Path) -> dict:
         raise ModelError(f"'{path}' is not valid JSON ({error}).") from error
 
 
+def _read_install_record(folder: Path) -> dict:
+    path = folder / "lnq-install.json"
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
 def _configuration(plans: dict, folder: Path) -> tuple[str, dict]:
     configurations = plans.get("configurations", {})
     name = folder.name.rsplit("__", 1)[-1] if "__" in folder.name else None
@@ -104,10 +114,13 @@ def nnunet_model_card(folder: Path) -> ModelCard:
     arch_kwargs.setdefault("deep_supervision", False)
     arch_kwargs["deep_supervision"] = False  # nnU-Net predicts without deep supervision
     checkpoints = _fold_checkpoints(folder)
+    installed = _read_install_record(folder)  # written by 'lnq models install'
+    folds = ",".join(c.parent.name[5:] for c in checkpoints)
     card = {
-        "name": f"nnunet:{plans.get('dataset_name', folder.parent.name)}:{configuration_name}",
-        "version": f"{plans.get('plans_name', 'nnUNetPlans')} folds {','.join(c.parent.name[5:] for c in checkpoints)}",
-        "description": f"nnU-Net v2 model folder {folder}",
+        "name": installed.get("name") or f"nnunet:{plans.get('dataset_name', folder.parent.name)}:{configuration_name}",
+        "version": f"{installed.get('version') or plans.get('plans_name', 'nnUNetPlans')} folds {folds}",
+        "description": installed.get("recommended_use") or f"nnU-Net v2 model folder {folder}",
+        "licence": installed.get("licence", ""),
         "architecture": {"name": architecture["network_class_name"], "arguments": arch_kwargs},
         "input": {
             "spacing_zyx_mm": spacing_zyx,
