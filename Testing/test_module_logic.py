@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 import slicer_harness
-from slicer_harness import packaged_model  # noqa: F401  (fixture)
+from slicer_harness import slicer_scene as _slicer_scene_fixture  # noqa: F401  (registers the "slicer_scene" fixture)
+from slicer_harness import packaged_model as _packaged_model_fixture  # noqa: F401  (registers the "packaged_model" fixture)
 
 pytestmark = pytest.mark.mrml
 
@@ -38,7 +39,8 @@ def engine_labels(phantom, packaged_model):
 
 
 @pytest.fixture
-def module(mrml_scene):
+def module(slicer_scene):
+    """The module file, on a scene with the module logics a Slicer scene has."""
     return slicer_harness.load_module()
 
 

@@ -11,7 +11,11 @@ Slicer) and never imports ``qt``, ``ctk`` or ``slicer.app``:
 * :mod:`.runner`: runs ``lnq segment --progress json`` in its own process group, parses its
   progress lines without blocking and kills the whole process tree on cancel.
 * :mod:`.core`: the blocking ``segment`` / ``measure`` / ``compare`` used by the module's Logic.
-* :mod:`.dependencies`: which engine packages are missing inside Slicer and how to install them.
+* :mod:`.dependencies`: which engine packages are missing inside Slicer, the one confirmation
+  text, and the background install (:mod:`.pip_install_guarded`, which never replaces Slicer's
+  numpy, scipy, SimpleITK or vtk, nor the PyTorch extension's torch).
+* :mod:`.compatibility`: the supported Slicer versions (5.10 and later); importable on Python 3.9
+  and without the engine, so an older Slicer can say why the module cannot run.
 
 The numerics live in ``LymphNodeQuantLib``; this package only converts and calls it.
 """

@@ -19,11 +19,11 @@ from LymphNodeQuantLib.errors import CancelledError, InputError
 from LymphNodeQuantLib.geometry import Volume
 
 from . import plots, runner, segmentations, tables
+from .compatibility import DEVICES
 from .transaction import SceneTransaction
 from .volumes import volume_from_node
 
 ProgressCallback = Callable[[float, str], None]
-DEVICES = ("auto", "cpu", "cuda")
 
 #: node attributes linking results to their inputs
 ATTRIBUTE_INPUT_VOLUME_ID = "LymphNodeQuant.InputVolumeNodeID"

@@ -42,6 +42,9 @@ def fill_table_node(table_node, rows: Sequence[Mapping[str, Any]], columns: Sequ
     import vtk
 
     table_node.RemoveAllColumns()
+    # Header = column name [unit]; without this qMRMLTableView shows the column names as row 0,
+    # so view row k would be table row k - 1 (see mrml_table_row / the widget's row click).
+    table_node.SetUseColumnTitleAsColumnHeader(True)
     table = table_node.GetTable()
     for name, unit, description in columns:
         values = [_cell(row.get(name)) for row in rows]
@@ -60,6 +63,17 @@ def fill_table_node(table_node, rows: Sequence[Mapping[str, Any]], columns: Sequ
         if description:
             table_node.SetColumnDescription(name, description)
     table_node.Modified()
+
+
+def mrml_table_row(table_node, model_row: int, model_column: int = 0, transposed: bool = False) -> int:
+    """The table row that a ``qMRMLTableModel`` index shows (``qMRMLTableModel::mrmlTableRowIndex``).
+
+    Unless the table uses column titles as header, the model's row 0 holds the column names and
+    table row r is model row r + 1; a transposed model swaps rows and columns. Inside Slicer the
+    widget asks the model itself; this is the same rule for code without Qt.
+    """
+    index = model_column if transposed else model_row
+    return index if table_node.GetUseColumnTitleAsColumnHeader() else index - 1
 
 
 def column_values(table_node, column_name: str) -> list[Any]:

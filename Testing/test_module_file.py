@@ -1,4 +1,6 @@
-"""The module file imports through the harness; its Logic works on a real scene without the GUI."""
+"""The module file (``LymphNodeQuant/LymphNodeQuant.py``): template structure, metadata, its parameter
+node on a real scene, its UI file, icon and packaged models. (Tests of the harness itself are in
+``test_harness_*.py``.)"""
 
 from __future__ import annotations
 
@@ -7,13 +9,15 @@ import os
 import pytest
 
 import slicer_harness
-from slicer_harness import packaged_model  # noqa: F401  (fixture)
+from slicer_harness import slicer_scene as _slicer_scene_fixture  # noqa: F401  (registers the "slicer_scene" fixture)
+from slicer_harness import packaged_model as _packaged_model_fixture  # noqa: F401  (registers the "packaged_model" fixture)
 
 pytestmark = pytest.mark.mrml
 
 
 @pytest.fixture
-def module(mrml_scene):
+def module(slicer_scene):
+    """The module file, on a scene with the module logics a Slicer scene has."""
     return slicer_harness.load_module()
 
 
@@ -32,16 +36,20 @@ def test_module_file_follows_the_scripted_module_template(module):
     assert issubclass(module.LymphNodeQuantWidget, VTKObservationMixin)
     assert issubclass(module.LymphNodeQuantLogic, ScriptedLoadableModuleLogic)
     assert issubclass(module.LymphNodeQuantTest, ScriptedLoadableModuleTest)
-    parent = slicer_harness.ModuleParent()
-    module.LymphNodeQuant(parent)
+    parent = slicer_harness.ModuleParent(module.__file__)
+    instance = module.LymphNodeQuant(parent)
     assert parent.title == "Lymph Node Quant" and parent.categories == ["Segmentation"]
     assert "short axis" in parent.helpText
+    assert parent.icon == str(slicer_harness.MODULE_DIR / "Resources" / "Icons" / "LymphNodeQuant.png")
+    assert instance.resourcePath("UI/LymphNodeQuant.ui") == str(slicer_harness.MODULE_DIR / "Resources" / "UI" / "LymphNodeQuant.ui")
     # The widget needs Qt, and says so instead of silently doing nothing.
     with pytest.raises((RuntimeError, AttributeError), match="Qt"):
         module.LymphNodeQuantWidget(None).setup()
 
 
 def test_parameter_node_is_a_singleton_scripted_module_node_in_the_scene(module, mrml_scene):
+    import vtk
+
     logic = module.LymphNodeQuantLogic()
     parameters = logic.getParameterNode()
     node = parameters.parameterNode
@@ -59,6 +67,21 @@ def test_parameter_node_is_a_singleton_scripted_module_node_in_the_scene(module,
         parameters.device = "tpu"
     with pytest.raises(TypeError):
         parameters.outputSegmentation = ct  # a volume is not a segmentation
+    # Slicer's wrapper refuses None for a str parameter (it would otherwise store the text "None")
+    with pytest.raises(ValueError, match="must not be None"):
+        parameters.model = None
+    with pytest.raises(TypeError):
+        parameters.model = 3
+    assert parameters.model == "default" and node.GetParameter("model") == "default"
+    parameters.inputVolume = None  # a node reference may be empty
+    assert parameters.inputVolume is None and node.GetNodeReferenceID("inputVolume") is None
+    # the widget observes the wrapper itself (VTKObservationMixin calls AddObserver on it)
+    seen = []
+    tag = parameters.AddObserver(vtk.vtkCommand.ModifiedEvent, lambda caller, event: seen.append(event))
+    parameters.device = "cuda"
+    parameters.RemoveObserver(tag)
+    parameters.device = "auto"
+    assert seen == ["ModifiedEvent"]
 
 
 def test_ui_file_names_the_widgets_the_widget_code_uses(module):
