@@ -59,6 +59,12 @@ def test_engine_package_is_installed_beside_the_module(configured, repo_root):
     assert {f"LymphNodeQuantLib {name}" for name in engine_files} <= configured["python_script"]
     listed_engine = {value.split(" ", 1)[1] for value in configured["python_script"] if value.startswith("LymphNodeQuantLib ")}
     assert listed_engine == engine_files
+    # the engine's data files too (pyproject.toml's package data), e.g. the published-models registry
+    data_files = {p.relative_to(repo_root).as_posix() for p in (repo_root / "LymphNodeQuantLib").rglob("*") if p.is_file()
+                  and p.suffix not in (".py", ".pyc") and "__pycache__" not in p.parts}
+    assert "LymphNodeQuantLib/model_install/published_models.json" in data_files
+    listed_data = {value for value in configured.get("python_resource", set()) if value.startswith("LymphNodeQuantLib ")}
+    assert listed_data == {f"LymphNodeQuantLib {name}" for name in data_files}
     # module and engine go to the same qt-scripted-modules folder: `import LymphNodeQuantLib` works beside the module
     assert configured["python_target"] == {
         "LymphNodeQuant -> lib/Slicer-5.10/qt-scripted-modules",
