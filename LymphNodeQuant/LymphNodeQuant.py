@@ -201,6 +201,7 @@ class LymphNodeQuantWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  
         self.ui.compareButton.connect("clicked(bool)", self.onCompareButton)
         self.ui.measureButton.connect("clicked(bool)", self.onMeasureButton)
         self.ui.measurementTableView.connect("clicked(QModelIndex)", self.onTableRowClicked)
+        self.ui.installModelButton.connect("clicked(bool)", self.onInstallModelButton)
 
         self._setRunning(False)
         self.initializeParameterNode()
@@ -249,11 +250,20 @@ class LymphNodeQuantWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  
             self._updateGui()
 
     # ------------------------------------------------------------------ GUI state
-    def _populateModels(self) -> None:
+    def _populateModels(self, select: Optional[str] = None) -> None:
+        """Installed models, then installable published ones (each with size and licence)."""
+        self._modelChoices = {choice.name: choice for choice in self.logic.modelChoices()}
+        self.ui.modelComboBox.blockSignals(True)
         self.ui.modelComboBox.clear()
-        for name, description in self.logic.availableModels():
-            self.ui.modelComboBox.addItem(name, name)
-            self.ui.modelComboBox.setItemData(self.ui.modelComboBox.count - 1, description, qt.Qt.ToolTipRole)
+        for choice in self._modelChoices.values():
+            self.ui.modelComboBox.addItem(choice.label, choice.name)
+            self.ui.modelComboBox.setItemData(self.ui.modelComboBox.count - 1, choice.description, qt.Qt.ToolTipRole)
+        self.ui.modelComboBox.blockSignals(False)
+        if select is not None:
+            index = self.ui.modelComboBox.findData(select)
+            if index >= 0:
+                self.ui.modelComboBox.setCurrentIndex(index)
+                self._onModelChanged(index)
 
     def _onModelChanged(self, index) -> None:
         if self._parameterNode and index >= 0:
@@ -305,6 +315,10 @@ class LymphNodeQuantWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  
             volumeNode = self._parameterNode.inputVolume
             if volumeNode is None:
                 raise ValueError(_("Select an input CT volume first."))
+            choice = getattr(self, "_modelChoices", {}).get(self._parameterNode.model)
+            if choice is not None and not choice.installed:
+                self._offerModelInstall(choice)
+                return
             plan = self.logic.dependencyPlan()
             if plan.needed:
                 # One dialog says everything that will be installed; the pip part then runs in the
@@ -325,6 +339,40 @@ class LymphNodeQuantWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  
         self._job = self.logic.startSegmentation(volumeNode, self._parameterNode.model, device)
         self._setRunning(True)
         self._timer.start()
+
+    def _offerModelInstall(self, choice) -> None:
+        """One dialog: what will be downloaded, how big, under which licence; then install in the background."""
+        text = _("Install {label}?\n\n{description}\n\nDownload: {size:.1f} GB. Licence: {licence}.\n"
+                 "Installing means accepting this licence. The download runs in the background, resumes if "
+                 "interrupted, and is checked before it is used.").format(
+            label=choice.name, description=choice.description, size=choice.size_bytes / 1e9, licence=choice.licence)
+        if not slicer.util.confirmOkCancelDisplay(text, windowTitle=_("Install model")):
+            return
+        self._startModelInstall(choice.name, acceptLicence=True, segmentAfterwards=True)
+
+    def onInstallModelButton(self) -> None:
+        path = qt.QFileDialog.getOpenFileName(
+            slicer.util.mainWindow(), _("Install model from file"), "",
+            _("Model zip or card (*.zip model.json plans.json);;All files (*)"))
+        if not path:
+            return
+        source = os.path.dirname(path) if os.path.basename(path) in ("model.json", "plans.json") else path
+        with slicer.util.tryWithErrorDisplay(_("The model could not be installed.")):
+            self._startModelInstall(source, acceptLicence=False, segmentAfterwards=False)
+
+    def _startModelInstall(self, source: str, acceptLicence: bool, segmentAfterwards: bool) -> None:
+        self._segmentAfterInstall = segmentAfterwards
+        self._job = self.logic.startModelInstall(source, acceptLicence=acceptLicence)
+        self._setRunning(True)
+        self._timer.start()
+
+    def _finishModelInstall(self, job) -> None:
+        with slicer.util.tryWithErrorDisplay(_("The model could not be installed.")):
+            name = job.outcome()
+            self._populateModels(select=name)
+            self._report([_("Model {name} installed.").format(name=name)])
+            if self._segmentAfterInstall:
+                self.onSegmentButton()  # the engine's own packages may still need installing first
 
     def _startInstallation(self, plan) -> None:
         from LymphNodeQuantMRML import dependencies
@@ -356,7 +404,18 @@ class LymphNodeQuantWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  
         if job is None:
             self._timer.stop()
             return
+        from LymphNodeQuantMRML import model_installs
+
         finished = job.poll()
+        if isinstance(job, model_installs.BackgroundModelInstall):
+            self.ui.progressBar.setValue(int(round(job.fraction * 100)))
+            self.ui.progressBar.setFormat(_("Installing model") + f" ({job.stage or _('starting')}): %p%")
+            if finished:
+                self._timer.stop()
+                self._job = None
+                self._setRunning(False)
+                self._finishModelInstall(job)
+            return
         installing = isinstance(job, dependencies.PipInstallJob)
         self.ui.progressBar.setValue(int(round(job.fraction * 100)))
         stage = job.stage or _("working")
@@ -401,7 +460,11 @@ class LymphNodeQuantWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  
         job, self._job = self._job, None
         job.cancel()
         self._setRunning(False)
-        if isinstance(job, dependencies.PipInstallJob):
+        from LymphNodeQuantMRML import model_installs
+
+        if isinstance(job, model_installs.BackgroundModelInstall):
+            self._report([_("Model installation cancelled; nothing was installed (the download resumes next time).")])
+        elif isinstance(job, dependencies.PipInstallJob):
             self._report([_("Installation cancelled; packages pip had already installed stay installed.")])
         else:
             self._report([_("Segmentation cancelled; the scene is unchanged.")])
@@ -467,22 +530,24 @@ class LymphNodeQuantLogic(ScriptedLoadableModuleLogic):  # noqa: F405
         return self.core.messages
 
     def availableModels(self) -> list:
-        """(name, description) of the models in the registry (packaged models first)."""
-        try:
-            from LymphNodeQuantLib.models.model_folder import list_models
+        """(name, description) of the installed models (the default first)."""
+        return [(c.name, c.description) for c in self.modelChoices() if c.installed]
 
-            entries = list_models()
+    def modelChoices(self) -> list:
+        """Installed models, then published models that can be installed (``LymphNodeQuantMRML.model_installs.ModelChoice``)."""
+        from LymphNodeQuantMRML import model_installs
+
+        try:
+            return model_installs.model_choices()
         except ImportError as error:  # engine packages not installed yet: they are on first Segment
             logging.info(f"Model registry unavailable until the engine's packages are installed ({error}).")
-            return [("default", _("the packaged model"))]
-        models = []
-        for entry in sorted(entries, key=lambda e: not e.get("default", False)):  # the default model first
-            if entry.get("error"):
-                logging.warning(f"Model folder {entry.get('folder')} skipped: {entry['error']}")
-                continue
-            description = f"{entry.get('name')} {entry.get('version', '')}: {entry.get('description', '')}"
-            models.append((str(entry["name"]), description))
-        return models or [("default", _("the packaged model"))]
+            return [model_installs.ModelChoice("default", "default", _("the packaged model"), True)]
+
+    def startModelInstall(self, source: str, folds=None, acceptLicence: bool = False):
+        """Install a model (published ``publisher:name``, zip or folder) in a background process."""
+        from LymphNodeQuantMRML import model_installs
+
+        return model_installs.BackgroundModelInstall(source, folds=folds, accept_licence=acceptLicence)
 
     def dependencyPlan(self):
         """What must be installed before the engine can run (empty plan: nothing)."""

@@ -240,3 +240,41 @@ def test_native_model_folder_installs_and_is_found_by_name(tiny_model, tmp_path,
     with pytest.raises(Exception, match="checksum"):
         install_model(str(broken), name="broken")
     assert not (tmp_path / "models" / "broken").exists() and _leftovers(tmp_path / "models") == []
+
+
+def _mrml_package():
+    import sys
+
+    module_dir = str(Path(__file__).resolve().parents[1] / "LymphNodeQuant")
+    if module_dir not in sys.path:
+        sys.path.insert(0, module_dir)
+    from LymphNodeQuantMRML import model_installs, runner
+
+    return model_installs, runner
+
+
+def test_slicer_side_lists_installable_models_and_installs_in_the_background(published):
+    """The module's model list and background install (lnq models install --progress json in its own process)."""
+    model_installs, runner = _mrml_package()
+    choices = {c.name: c for c in model_installs.model_choices()}
+    offered = choices["test-lab:tiny-resenc"]
+    assert not offered.installed and offered.size_bytes == sum(a["size_bytes"] for a in published["entry"]["assets"])
+    assert "CC BY-NC 4.0" in offered.label and "Not for diagnostic use" in offered.description
+    refused = model_installs.BackgroundModelInstall("test-lab:tiny-resenc", folds=[0])  # licence not accepted
+    with pytest.raises(runner.EngineProcessError, match="licence"):
+        refused.wait()
+    job = model_installs.BackgroundModelInstall("test-lab:tiny-resenc", folds=[0], accept_licence=True)
+    fractions = []
+    assert job.wait(progress=lambda fraction, stage: fractions.append((fraction, stage))) == "tiny-resenc"
+    assert fractions and fractions[-1][0] == 1.0 and "downloading" in fractions[-1][1]
+    choices = {c.name: c for c in model_installs.model_choices()}
+    assert choices["tiny-resenc"].installed and "test-lab:tiny-resenc" not in choices
+
+
+def test_cancelled_background_install_leaves_nothing_installed(published, server):
+    model_installs, _ = _mrml_package()
+    job = model_installs.BackgroundModelInstall("test-lab:tiny-resenc", folds=[0], accept_licence=True)
+    job.cancel()  # kills the process group at once, wherever it is
+    assert job.process.finished and not (published["models_dir"] / "tiny-resenc").exists()
+    install_model("test-lab:tiny-resenc", folds=[0], accept_licence=True)  # a later install cleans up and works
+    assert (published["models_dir"] / "tiny-resenc").is_dir() and _leftovers(published["models_dir"]) == []

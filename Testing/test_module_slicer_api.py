@@ -45,7 +45,7 @@ SOURCE_FILES = [MODULE_DIR / "LymphNodeQuant.py", *sorted((MODULE_DIR / "LymphNo
 PYTHON_ROOTS = {
     "argparse", "subprocess", "queue", "json", "signal", "psutil", "importlib", "qt", "ctk", "PyTorchUtils", "unittest",
     "tempfile", "threading", "collections", "os", "sys", "re", "np", "logging", "runner", "segmentations", "tables",
-    "dependencies", "compatibility", "terminology", "plots", "volumes", "transaction", "typing", "dataclasses",
+    "dependencies", "compatibility", "terminology", "plots", "volumes", "transaction", "typing", "dataclasses", "model_installs",
 }  # fmt: skip
 #: calls whose receiver class the recording cannot give, method -> class: only the Qt widget makes
 #: them, the exercised paths do not reach them, or the profiler does not report them (some

@@ -102,6 +102,21 @@ def segment_command(
     ]  # fmt: skip
 
 
+def install_model_command(
+    python_executable: str, source: str, *, folds: Optional[Sequence[int]] = None, accept_licence: bool = False,
+    overwrite: bool = False,
+) -> list[str]:
+    """Command line for ``python -m LymphNodeQuantLib models install`` with JSON progress."""
+    command = [python_executable, "-m", "LymphNodeQuantLib", "models", "install", str(source), "--progress", "json"]
+    if folds is not None:
+        command += ["--folds", ",".join(str(int(f)) for f in folds)]
+    if accept_licence:
+        command.append("--accept-licence")
+    if overwrite:
+        command.append("--overwrite")
+    return command
+
+
 def kill_process_tree(process: subprocess.Popen, grace_seconds: float = 3.0) -> None:
     """Terminate ``process`` and all its descendants (its whole process group), then reap it."""
     if process.poll() is not None:

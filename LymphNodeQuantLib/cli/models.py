@@ -35,6 +35,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     install.add_argument("--name", help="install under this name (default: the model's own)")
     install.add_argument("--overwrite", action="store_true", help="replace an installed model of the same name")
     install.add_argument("--accept-licence", action="store_true", help="accept the model's licence (non-interactive use)")
+    install.add_argument("--progress", choices=("bar", "json", "none"), default="bar",
+                         help="bar (default): byte counts on stderr; json: one JSON object per line on stdout (for programs "
+                         "such as the Slicer module); none")
     install.set_defaults(func=run_install)
     remove = actions.add_parser("remove", help="remove an installed model", description="Remove a model from the user models folder.")
     remove.add_argument("name", help="installed model name (see 'lnq models')")
@@ -89,21 +92,39 @@ def _confirm_licence(model) -> bool:
     return input("Accept this licence and install? [y/N] ").strip().lower() in ("y", "yes")
 
 
+def _json_progress(done: int, total: int) -> None:
+    from .segment import emit
+
+    emit({"event": "progress", "fraction": round(done / max(total, 1), 4),
+          "stage": f"downloading ({done / 1e6:.0f} of {total / 1e6:.0f} MB)"})
+
+
 def run_install(args: argparse.Namespace) -> int:
     from ..model_install import LicenceNotAccepted, install_model
+    from .segment import emit
 
     options = dict(name=args.name, folds=_folds(args.folds), sha256=args.sha256, overwrite=args.overwrite)
-    printer = ByteProgressPrinter()
+    json_mode = args.progress == "json"
+    printer = ByteProgressPrinter() if args.progress == "bar" else None
+    progress = _json_progress if json_mode else printer
     try:
         try:
-            folder = install_model(args.source, accept_licence=args.accept_licence, progress=printer, **options)
+            folder = install_model(args.source, accept_licence=args.accept_licence, progress=progress, **options)
         except LicenceNotAccepted as refusal:
-            if not _confirm_licence(refusal.model):
+            if json_mode or not _confirm_licence(refusal.model):
                 raise
-            folder = install_model(args.source, accept_licence=True, progress=printer, **options)
+            folder = install_model(args.source, accept_licence=True, progress=progress, **options)
+    except Exception as error:
+        if json_mode:
+            emit({"event": "error", "message": str(error), "type": type(error).__name__})
+        raise
     finally:
-        printer.close()
-    print(f"Installed {folder.name} -> {folder}; use it with: lnq segment CT --model {folder.name}")
+        if printer is not None:
+            printer.close()
+    if json_mode:
+        emit({"event": "done", "outputs": {"model": str(folder)}, "name": folder.name})
+    else:
+        print(f"Installed {folder.name} -> {folder}; use it with: lnq segment CT --model {folder.name}")
     return 0
 
 

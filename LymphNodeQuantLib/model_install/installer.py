@@ -107,10 +107,14 @@ def _fetch_published(model: PublishedModel, folds: Optional[Sequence[int]], stag
                      progress: Optional[ByteProgress], cancel: Optional[CancelToken]) -> list[Path]:
     """Download (resuming) and check every needed asset, then unpack them into ``staging``."""
     fetched = []
-    for asset in model.assets_for(list(folds) if folds is not None else None):
+    assets = model.assets_for(list(folds) if folds is not None else None)
+    total, offset = sum(a.size_bytes for a in assets), 0
+    for asset in assets:
         logger.info(f"Downloading {asset.filename} ({asset.size_bytes / 1e6:.1f} MB) from {model.url(asset)}")
+        overall = None if progress is None else (lambda done, _size, offset=offset: progress(offset + done, total))
         fetched.append(download_file(model.url(asset), downloads / asset.filename, asset.size_bytes, asset.sha256,
-                                     progress=progress, cancel=cancel))
+                                     progress=overall, cancel=cancel))
+        offset += asset.size_bytes
     for path in fetched:  # nothing is unpacked before every download has passed its checksum
         safe_extract(path, staging)
     return fetched
@@ -166,6 +170,7 @@ def install_model(source: str, *, name: Optional[str] = None, folds: Optional[Se
     if install_name is not None:
         _refuse_existing(models_dir / install_name, overwrite)
     models_dir.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned_staging(models_dir)
     staging = models_dir / f".staging-{install_name or 'model'}-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
@@ -198,6 +203,24 @@ def install_model(source: str, *, name: Optional[str] = None, folds: Optional[Se
         record_licence_acceptance(published, models_dir)
     logger.info(f"Installed '{install_name}' in {destination}")
     return destination
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # exists (another user's) or cannot tell: leave it alone
+    return True
+
+
+def _remove_abandoned_staging(models_dir: Path) -> None:
+    """Staging folders of installs that were killed (e.g. cancelled from Slicer) are removed on the next install."""
+    for folder in models_dir.glob(".staging-*-*"):
+        pid = folder.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid() and not _process_alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _remote_size(url: str) -> int:
