@@ -19,18 +19,16 @@ import sys
 import unittest
 from typing import Annotated, Optional
 
-import vtk
-
-import qt
 import ctk  # noqa: F401  (the UI file uses ctk widgets)
+import qt
 import slicer
+import vtk
+from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode, vtkMRMLTableNode
 from slicer.i18n import tr as _
 from slicer.i18n import translate
+from slicer.parameterNodeWrapper import Choice, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import *  # noqa: F403
 from slicer.util import VTKObservationMixin
-from slicer.parameterNodeWrapper import Choice, parameterNodeWrapper
-
-from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode, vtkMRMLTableNode
 
 
 def engineSearchPath(moduleDir: str) -> Optional[str]:
@@ -342,18 +340,22 @@ class LymphNodeQuantWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  
 
     def _offerModelInstall(self, choice) -> None:
         """One dialog: what will be downloaded, how big, under which licence; then install in the background."""
-        text = _("Install {label}?\n\n{description}\n\nDownload: {size:.1f} GB. Licence: {licence}.\n"
-                 "Installing means accepting this licence. The download runs in the background, resumes if "
-                 "interrupted, and is checked before it is used.").format(
-            label=choice.name, description=choice.description, size=choice.size_bytes / 1e9, licence=choice.licence)
+        text = _(
+            "Install {label}?\n\n{description}\n\nDownload: {size:.1f} GB. Licence: {licence}.\n"
+            "Installing means accepting this licence. The download runs in the background, resumes if "
+            "interrupted, and is checked before it is used."
+        ).format(label=choice.name, description=choice.description, size=choice.size_bytes / 1e9, licence=choice.licence)
         if not slicer.util.confirmOkCancelDisplay(text, windowTitle=_("Install model")):
             return
         self._startModelInstall(choice.name, acceptLicence=True, segmentAfterwards=True)
 
     def onInstallModelButton(self) -> None:
         path = qt.QFileDialog.getOpenFileName(
-            slicer.util.mainWindow(), _("Install model from file"), "",
-            _("Model zip or card (*.zip model.json plans.json);;All files (*)"))
+            slicer.util.mainWindow(),
+            _("Install model from file"),
+            "",
+            _("Model zip or card (*.zip model.json plans.json);;All files (*)"),
+        )
         if not path:
             return
         source = os.path.dirname(path) if os.path.basename(path) in ("model.json", "plans.json") else path
@@ -510,10 +512,10 @@ def registerPackagedModels(modelsFolder: str) -> None:
 class LymphNodeQuantLogic(ScriptedLoadableModuleLogic):  # noqa: F405
     """Segment, measure and compare; every method blocks and can be called from the Python console::
 
-        logic = slicer.util.getModuleLogic("LymphNodeQuant")
-        seg = logic.segment(getNode("CT"), model="default", device="auto")
-        table = logic.measure(seg, getNode("CT"))
-        scores = logic.compare(seg, getNode("reference"))
+    logic = slicer.util.getModuleLogic("LymphNodeQuant")
+    seg = logic.segment(getNode("CT"), model="default", device="auto")
+    table = logic.measure(seg, getNode("CT"))
+    scores = logic.compare(seg, getNode("reference"))
     """
 
     def __init__(self) -> None:
@@ -569,7 +571,9 @@ class LymphNodeQuantLogic(ScriptedLoadableModuleLogic):  # noqa: F405
             import PyTorchUtils
         except ModuleNotFoundError:
             return False
-        torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False, torchVersionRequirement=torchVersionRequirement)
+        torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(
+            askConfirmation=False, torchVersionRequirement=torchVersionRequirement
+        )
         return torch is not None
 
     def ensureDependencies(self, askConfirmation: bool = True, progress=None) -> bool:
@@ -589,10 +593,21 @@ class LymphNodeQuantLogic(ScriptedLoadableModuleLogic):  # noqa: F405
         dependencies.install(plan, self.installTorchThroughExtension, progress=progress)
         return True
 
-    def segment(self, volumeNode, model: str = "default", device: str = "auto", outputSegmentationNode=None, progress=None, cancel=None, background: bool = False):
+    def segment(
+        self,
+        volumeNode,
+        model: str = "default",
+        device: str = "auto",
+        outputSegmentationNode=None,
+        progress=None,
+        cancel=None,
+        background: bool = False,
+    ):
         """Segment lymph nodes in ``volumeNode``; returns a new ``vtkMRMLSegmentationNode``
         (or fills ``outputSegmentationNode``). ``background=True`` runs the engine in a separate process."""
-        return self.core.segment(volumeNode, model, device, output_node=outputSegmentationNode, progress=progress, cancel=cancel, background=background)
+        return self.core.segment(
+            volumeNode, model, device, output_node=outputSegmentationNode, progress=progress, cancel=cancel, background=background
+        )
 
     def startSegmentation(self, volumeNode, model: str = "default", device: str = "auto") -> "BackgroundSegmentation":
         """Start the engine in a background process; poll the returned job, then call :meth:`finishSegmentation`."""
@@ -658,7 +673,10 @@ class LymphNodeQuantTest(ScriptedLoadableModuleTest):  # noqa: F405
                 self.skipped.append((name, str(reason)))
                 self.delayDisplay(f"Skipped {name}: {reason}")
         if self.skipped:
-            self.delayDisplay(f"Test passed; skipped {len(self.skipped)} of {len(self.testNames)}: " + "; ".join(f"{n} ({r})" for n, r in self.skipped))
+            self.delayDisplay(
+                f"Test passed; skipped {len(self.skipped)} of {len(self.testNames)}: "
+                + "; ".join(f"{n} ({r})" for n, r in self.skipped)
+            )
         else:
             self.delayDisplay("Test passed")
 
@@ -677,13 +695,16 @@ class LymphNodeQuantTest(ScriptedLoadableModuleTest):  # noqa: F405
         self._requirePackages([req.import_name for req in dependencies.missing_requirements()], what)
 
     def _phantomNodes(self):
-        from LymphNodeQuantLib.synthetic import make_phantom
         from LymphNodeQuantMRML.segmentations import add_segmentation_node
         from LymphNodeQuantMRML.volumes import add_volume_node
 
+        from LymphNodeQuantLib.synthetic import make_phantom
+
         phantom = make_phantom(self.phantomShapeZyx, self.phantomSpacingZyxMm, seed=self.phantomSeed)
         ctNode = add_volume_node(slicer.mrmlScene, phantom.ct, "PhantomCT")
-        referenceNode = add_segmentation_node(slicer.mrmlScene, phantom.node_labels, "PhantomReference", reference_volume_node=ctNode)
+        referenceNode = add_segmentation_node(
+            slicer.mrmlScene, phantom.node_labels, "PhantomReference", reference_volume_node=ctNode
+        )
         return phantom, ctNode, referenceNode
 
     def _saveAndReload(self, segmentationNode):
@@ -719,10 +740,11 @@ class LymphNodeQuantTest(ScriptedLoadableModuleTest):  # noqa: F405
     # -------------------------------------------------------------- tests
     def test_BadInput(self):
         """Needs no PyTorch: every bad input is refused before the engine would load a model."""
+        from LymphNodeQuantMRML.volumes import add_volume_node
+
         from LymphNodeQuantLib.errors import InputError
         from LymphNodeQuantLib.geometry import Volume
         from LymphNodeQuantLib.synthetic import make_phantom
-        from LymphNodeQuantMRML.volumes import add_volume_node
 
         logic = LymphNodeQuantLogic()
         with self.assertRaisesRegex(InputError, "No input CT volume selected"):
@@ -731,7 +753,9 @@ class LymphNodeQuantTest(ScriptedLoadableModuleTest):  # noqa: F405
         labelNode = add_volume_node(slicer.mrmlScene, phantom.node_labels, "labels", labelmap=True)
         with self.assertRaisesRegex(InputError, "not a CT image"):
             logic.segment(labelNode, model=self.model)
-        notCtNode = add_volume_node(slicer.mrmlScene, Volume(phantom.ct.array.astype("float32") / 5000.0 + 0.5, phantom.ct.geometry), "photo")
+        notCtNode = add_volume_node(
+            slicer.mrmlScene, Volume(phantom.ct.array.astype("float32") / 5000.0 + 0.5, phantom.ct.geometry), "photo"
+        )
         nodesBefore = slicer.mrmlScene.GetNumberOfNodes()
         with self.assertRaises(InputError):
             logic.segment(notCtNode, model=self.model)
@@ -742,14 +766,15 @@ class LymphNodeQuantTest(ScriptedLoadableModuleTest):  # noqa: F405
     def test_SegmentationRoundTrip(self):
         """Needs no PyTorch: labels -> named, coded segments -> the same labels, also after .seg.nrrd."""
         import numpy as np
-
         from LymphNodeQuantMRML import segmentations, terminology
         from LymphNodeQuantMRML.volumes import geometry_of_volume_node
 
         self.delayDisplay("Label map to segmentation and back")
         phantom, ctNode, _referenceNode = self._phantomNodes()
         info = segmentations.ModelInfo(name="self-test", version="1", device="cpu")
-        node = segmentations.add_segmentation_node(slicer.mrmlScene, phantom.node_labels, "nodes", model_info=info, reference_volume_node=ctNode)
+        node = segmentations.add_segmentation_node(
+            slicer.mrmlScene, phantom.node_labels, "nodes", model_info=info, reference_volume_node=ctNode
+        )
         labelValues = sorted(int(v) for v in np.unique(phantom.node_labels.array) if v)
         self.assertGreater(len(labelValues), 0)
         self._assertNodeSegments(node, labelValues, "self-test")
@@ -764,16 +789,18 @@ class LymphNodeQuantTest(ScriptedLoadableModuleTest):  # noqa: F405
         again = segmentations.labels_from_segmentation_node(reloaded, ctNode)
         self.assertTrue(np.array_equal(again.labels.array, phantom.node_labels.array))
         first = node.GetSegmentation().GetNthSegment(0)
-        self.assertEqual(terminology.segment_terminology(reloaded.GetSegmentation().GetNthSegment(0)), terminology.segment_terminology(first))
+        self.assertEqual(
+            terminology.segment_terminology(reloaded.GetSegmentation().GetNthSegment(0)), terminology.segment_terminology(first)
+        )
 
     def test_MeasureAndCompareReference(self):
         """Needs connected-components-3d, no PyTorch: the module's tables equal the engine's numbers."""
         self._requirePackages(["cc3d"], "Measuring and comparing")
         import numpy as np
+        from LymphNodeQuantMRML import segmentations, tables
 
         from LymphNodeQuantLib.evaluate import evaluate_case
         from LymphNodeQuantLib.measure import measure_nodes
-        from LymphNodeQuantMRML import segmentations, tables
 
         self.delayDisplay("Measuring the reference segmentation")
         phantom, ctNode, referenceNode = self._phantomNodes()
@@ -794,7 +821,9 @@ class LymphNodeQuantTest(ScriptedLoadableModuleTest):  # noqa: F405
         self.assertEqual(int(phantom.node_labels.array[tuple(index)]), tables.table_row_dicts(table)[row]["node_id"])
 
         self.delayDisplay("Comparing a partial annotation with the reference")
-        partial = segmentations.add_segmentation_node(slicer.mrmlScene, phantom.partial_labels, "partial", reference_volume_node=ctNode)
+        partial = segmentations.add_segmentation_node(
+            slicer.mrmlScene, phantom.partial_labels, "partial", reference_volume_node=ctNode
+        )
         evaluationTable = logic.compare(partial, referenceNode)
         rows = {row["metric"]: row["value"] for row in tables.table_row_dicts(evaluationTable)}
         expected = evaluate_case(phantom.partial_labels, phantom.node_labels, foreground="nonzero", detection_nodes="labels")
@@ -806,11 +835,11 @@ class LymphNodeQuantTest(ScriptedLoadableModuleTest):  # noqa: F405
         """Needs PyTorch and the engine's packages: segment with the packaged model, measure, compare."""
         self._requireEngine("Segmenting with the packaged model")
         import numpy as np
-
-        from LymphNodeQuantLib.evaluate import evaluate_case
         from LymphNodeQuantMRML import segmentations, tables
         from LymphNodeQuantMRML.core import model_card_of
         from LymphNodeQuantMRML.volumes import geometry_of_volume_node
+
+        from LymphNodeQuantLib.evaluate import evaluate_case
 
         self.delayDisplay("Segmenting the phantom")
         phantom, ctNode, referenceNode = self._phantomNodes()
@@ -857,9 +886,10 @@ class LymphNodeQuantTest(ScriptedLoadableModuleTest):  # noqa: F405
     def test_CancelLeavesSceneUnchanged(self):
         """Needs PyTorch and the engine's packages: a cancel during inference leaves the scene as it was."""
         self._requireEngine("Cancelling a segmentation")
+        from LymphNodeQuantMRML.transaction import node_ids
+
         from LymphNodeQuantLib.errors import CancelledError
         from LymphNodeQuantLib.progress import CancelToken
-        from LymphNodeQuantMRML.transaction import node_ids
 
         phantom, ctNode, referenceNode = self._phantomNodes()
         logic = LymphNodeQuantLogic()

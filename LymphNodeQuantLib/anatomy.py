@@ -189,8 +189,9 @@ def _split_and_fill(lungs_spl: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return right, left
 
 
-def convex_hull_region(points_mm: np.ndarray, shape_yx: Sequence[int], spacing_yx_mm: Sequence[float],
-                       margin_mm: float) -> np.ndarray | None:
+def convex_hull_region(
+    points_mm: np.ndarray, shape_yx: Sequence[int], spacing_yx_mm: Sequence[float], margin_mm: float
+) -> np.ndarray | None:
     """In-plane mask of the convex hull of ``points_mm`` (y, x) widened by ``margin_mm``; None if degenerate."""
     # scipy gives the hull's half-planes; a pixel is inside when within margin_mm of every one of them
     # (no library offers this per-slice widened hull fill directly).
@@ -208,16 +209,16 @@ def convex_hull_region(points_mm: np.ndarray, shape_yx: Sequence[int], spacing_y
     return inside
 
 
-def mediastinum_between(right: np.ndarray, left: np.ndarray, spacing_mm: Sequence[float], margin_mm: float,
-                        z_margin_mm: float) -> tuple[np.ndarray, np.ndarray]:
+def mediastinum_between(
+    right: np.ndarray, left: np.ndarray, spacing_mm: Sequence[float], margin_mm: float, z_margin_mm: float
+) -> tuple[np.ndarray, np.ndarray]:
     """(mediastinum mask, per-slice 'both lungs' flags) of (superior, posterior, left) lung masks."""
     spacing = np.asarray(spacing_mm, dtype=float)
     pixel_mm2 = spacing[1] * spacing[2]
     areas = [side.sum(axis=(1, 2)) * pixel_mm2 for side in (right, left)]
     # a side counts where it is at least MIN_LUNG_AREA_MM2 and 30% of its largest cross-section: at
     # the lung bases the hull of two thin crescents would span the liver, stomach and heart
-    both = np.logical_and.reduce([(area >= MIN_LUNG_AREA_MM2) & (area >= LUNG_MIN_RELATIVE_AREA * area.max())
-                                  for area in areas])
+    both = np.logical_and.reduce([(area >= MIN_LUNG_AREA_MM2) & (area >= LUNG_MIN_RELATIVE_AREA * area.max()) for area in areas])
     region = np.zeros(right.shape, bool)
     lungs = right | left
     for k in np.flatnonzero(both):
@@ -244,8 +245,9 @@ def mediastinum_between(right: np.ndarray, left: np.ndarray, spacing_mm: Sequenc
     return region, both
 
 
-def find_chest_anatomy(ct: Volume, margin_mm: float = MEDIASTINUM_MARGIN_MM,
-                       z_margin_mm: float = MEDIASTINUM_Z_MARGIN_MM) -> ChestAnatomy:
+def find_chest_anatomy(
+    ct: Volume, margin_mm: float = MEDIASTINUM_MARGIN_MM, z_margin_mm: float = MEDIASTINUM_Z_MARGIN_MM
+) -> ChestAnatomy:
     """Lungs and mediastinum of ``ct`` (module docstring); never raises for a CT without them."""
     spacing = np.asarray(ct.geometry.spacing_zyx_mm, dtype=float)
     step = tuple(max(1, int(round(COARSE_SPACING_MM / s))) for s in spacing)
@@ -264,8 +266,9 @@ def find_chest_anatomy(ct: Volume, margin_mm: float = MEDIASTINUM_MARGIN_MM,
         right, left = _split_and_fill(lungs)
         region, both = mediastinum_between(right, left, spl_spacing, margin_mm, z_margin_mm)
         extent_mm = float(both.sum() * spl_spacing[0])
-    anatomy = ChestAnatomy(step, ct.geometry.shape_zyx, _from_spl(lungs, order, flips),
-                           _from_spl(region, order, flips), lung_ml, extent_mm, messages)
+    anatomy = ChestAnatomy(
+        step, ct.geometry.shape_zyx, _from_spl(lungs, order, flips), _from_spl(region, order, flips), lung_ml, extent_mm, messages
+    )
     if lungs.any() and not anatomy.has_mediastinum:
         messages.append(
             f"No mediastinum in this scan: both lungs appear together over only {extent_mm:.0f} mm of its length "

@@ -28,8 +28,9 @@ def connected_nodes(mask: np.ndarray, connectivity: int = 26) -> tuple[np.ndarra
 
     if connectivity not in CONNECTIVITIES:
         raise InputError(f"connectivity must be 6, 18 or 26 (3-D neighbourhoods), got {connectivity}.")
-    ids, count = cc3d.connected_components(np.ascontiguousarray(mask, dtype=np.uint8), connectivity=connectivity,
-                                           return_N=True, out_dtype=np.uint32)
+    ids, count = cc3d.connected_components(
+        np.ascontiguousarray(mask, dtype=np.uint8), connectivity=connectivity, return_N=True, out_dtype=np.uint32
+    )
     return ids, int(count)
 
 

@@ -116,7 +116,9 @@ class SurfaceDistanceResult:
     reference_surface_voxels: int
 
 
-def surface_distances(prediction_mask: np.ndarray, reference_mask: np.ndarray, spacing_zyx_mm: Sequence[float]) -> SurfaceDistanceResult:
+def surface_distances(
+    prediction_mask: np.ndarray, reference_mask: np.ndarray, spacing_zyx_mm: Sequence[float]
+) -> SurfaceDistanceResult:
     """LNQ2023 ASSD (mean of the two directed means) and HD95 for two boolean masks on the same (z, y, x) grid."""
     from scipy.spatial import cKDTree
 
@@ -213,8 +215,12 @@ def detect_nodes(
     if box is None:
         return DetectionResult(0, 0, 0, float("nan"), float("nan"))
     crop = lambda array: None if array is None else np.asarray(array)[box]  # noqa: E731
-    pred_ids, n_pred, pred_names = _node_ids(prediction_mask[box], crop(prediction_labels), "components" if prediction_labels is None else detection_nodes)
-    ref_ids, n_ref, ref_names = _node_ids(reference_mask[box], crop(reference_labels), "components" if reference_labels is None else detection_nodes)
+    pred_ids, n_pred, pred_names = _node_ids(
+        prediction_mask[box], crop(prediction_labels), "components" if prediction_labels is None else detection_nodes
+    )
+    ref_ids, n_ref, ref_names = _node_ids(
+        reference_mask[box], crop(reference_labels), "components" if reference_labels is None else detection_nodes
+    )
     pred_sizes = np.bincount(pred_ids.ravel(), minlength=n_pred + 1)
     ref_sizes = np.bincount(ref_ids.ravel(), minlength=n_ref + 1)
     both = (pred_ids > 0) & (ref_ids > 0)
@@ -313,10 +319,25 @@ class CaseEvaluation:
 
 #: Columns of the per-case CSV written by :func:`write_case_table`.
 CASE_TABLE_COLUMNS = (
-    "case_id", "dice", "assd_mm", "hd95_mm", "mean_prediction_to_reference_mm", "mean_reference_to_prediction_mm",
-    "prediction_volume_ml", "reference_volume_ml", "empty_prediction", "empty_reference", "reference_nodes",
-    "predicted_nodes", "true_positives", "false_positives", "false_negatives", "sensitivity", "precision",
-    "resampled_prediction", "notes",
+    "case_id",
+    "dice",
+    "assd_mm",
+    "hd95_mm",
+    "mean_prediction_to_reference_mm",
+    "mean_reference_to_prediction_mm",
+    "prediction_volume_ml",
+    "reference_volume_ml",
+    "empty_prediction",
+    "empty_reference",
+    "reference_nodes",
+    "predicted_nodes",
+    "true_positives",
+    "false_positives",
+    "false_negatives",
+    "sensitivity",
+    "precision",
+    "resampled_prediction",
+    "notes",
 )
 
 
@@ -407,8 +428,9 @@ def evaluate_case(
     )
 
 
-def _detection(prediction: Volume, reference: Volume, prediction_mask, reference_mask, detection: bool, detection_nodes: str,
-               min_iou: float) -> tuple[DetectionResult, list[dict]]:
+def _detection(
+    prediction: Volume, reference: Volume, prediction_mask, reference_mask, detection: bool, detection_nodes: str, min_iou: float
+) -> tuple[DetectionResult, list[dict]]:
     """Per-node detection and its short-axis bins (NaN and no bins when ``detection`` is off)."""
     if not detection:
         nan = float("nan")
@@ -493,10 +515,17 @@ def summarize(evaluations: Sequence[CaseEvaluation], *, nan_policy: str = "worst
     bins = []
     for index, label in enumerate(short_axis_bin_labels()):
         rows = [e.detection_bins[index] for e in evaluations if e.detection_bins]
-        counts = {key: sum(r[key] for r in rows) for key in ("reference_nodes", "true_positives", "false_negatives", "predicted_nodes", "false_positives")}
-        counts["sensitivity"] = counts["true_positives"] / counts["reference_nodes"] if counts["reference_nodes"] else float("nan")
+        counts = {
+            key: sum(r[key] for r in rows)
+            for key in ("reference_nodes", "true_positives", "false_negatives", "predicted_nodes", "false_positives")
+        }
+        counts["sensitivity"] = (
+            counts["true_positives"] / counts["reference_nodes"] if counts["reference_nodes"] else float("nan")
+        )
         counts["precision"] = (
-            (counts["predicted_nodes"] - counts["false_positives"]) / counts["predicted_nodes"] if counts["predicted_nodes"] else float("nan")
+            (counts["predicted_nodes"] - counts["false_positives"]) / counts["predicted_nodes"]
+            if counts["predicted_nodes"]
+            else float("nan")
         )
         bins.append({"short_axis_bin_mm": label, **counts})
     summary["detection_bins"] = bins
@@ -554,7 +583,9 @@ def evaluate_folder(
             raise InputError(f"'{folder}' is not a folder; pass folders of label maps for a cohort evaluation.")
     references = _volume_files(reference_folder, reference_pattern)
     if not references:
-        raise InputError(f"No reference label maps matching '{reference_pattern}' in '{reference_folder}'; set the reference pattern.")
+        raise InputError(
+            f"No reference label maps matching '{reference_pattern}' in '{reference_folder}'; set the reference pattern."
+        )
     predictions = _volume_files(prediction_folder, prediction_pattern)
     evaluations = []
     for number, (case_id, reference_path) in enumerate(sorted(references.items())):
@@ -563,13 +594,24 @@ def evaluate_folder(
         reference = read_label_map(reference_path)
         if case_id in predictions:
             evaluation = evaluate_case(
-                read_label_map(predictions[case_id]), reference, foreground=foreground, resample_prediction=resample_prediction,
-                detection=detection, detection_nodes=detection_nodes, min_iou=min_iou, case_id=case_id,
+                read_label_map(predictions[case_id]),
+                reference,
+                foreground=foreground,
+                resample_prediction=resample_prediction,
+                detection=detection,
+                detection_nodes=detection_nodes,
+                min_iou=min_iou,
+                case_id=case_id,
             )
         else:
             evaluation = evaluate_case(
-                reference.with_array(np.zeros(reference.array.shape, np.uint8)), reference, foreground=foreground,
-                detection=detection, detection_nodes=detection_nodes, min_iou=min_iou, case_id=case_id,
+                reference.with_array(np.zeros(reference.array.shape, np.uint8)),
+                reference,
+                foreground=foreground,
+                detection=detection,
+                detection_nodes=detection_nodes,
+                min_iou=min_iou,
+                case_id=case_id,
             )
             evaluation.notes.insert(0, "missing prediction (scored as empty)")
         evaluations.append(evaluation)

@@ -19,13 +19,13 @@ from typing import Optional, Union
 
 import numpy as np
 
+from .anatomy import find_chest_anatomy
 from .errors import InputError
 from .geometry import Volume
+from .log import collected_messages
 from .models.model_folder import LoadedModel, ModelCard, load_model
-from .anatomy import find_chest_anatomy
 from .postprocess import DROP_REASONS, filter_candidates, label_instances, threshold_probability
 from .preprocessing import check_chest_ct, check_ct, crop_volume, find_mediastinum_box, normalize_ct, resample_volume
-from .log import collected_messages
 from .progress import CancelToken, ProgressCallback, StageProgress
 from .sliding_window import WindowPredictor, sliding_window_probability
 
@@ -133,17 +133,40 @@ def segment_volume(
     """
     if output not in OUTPUT_KINDS:
         raise InputError(f"output must be one of {OUTPUT_KINDS}, got '{output}'.")
-    options = dict(crop_to_mediastinum=crop_to_mediastinum, anatomy_filter=anatomy_filter, overlap=overlap, tta=tta,
-                   min_node_volume_mm3=min_node_volume_mm3, threshold=threshold, output=output, batch_size=batch_size,
-                   allow_unusual_input=allow_unusual_input)
+    options = dict(
+        crop_to_mediastinum=crop_to_mediastinum,
+        anatomy_filter=anatomy_filter,
+        overlap=overlap,
+        tta=tta,
+        min_node_volume_mm3=min_node_volume_mm3,
+        threshold=threshold,
+        output=output,
+        batch_size=batch_size,
+        allow_unusual_input=allow_unusual_input,
+    )
     with collected_messages() as messages:  # what the engine logs on the way becomes the result's messages
         result = _segment(ct, model, device, StageProgress(progress), cancel, **options)
     result.messages = list(messages)
     return result
 
 
-def _segment(ct: Volume, model, device: str, report: StageProgress, cancel, *, crop_to_mediastinum, anatomy_filter, overlap,
-             tta, min_node_volume_mm3, threshold, output, batch_size, allow_unusual_input) -> SegmentationResult:
+def _segment(
+    ct: Volume,
+    model,
+    device: str,
+    report: StageProgress,
+    cancel,
+    *,
+    crop_to_mediastinum,
+    anatomy_filter,
+    overlap,
+    tta,
+    min_node_volume_mm3,
+    threshold,
+    output,
+    batch_size,
+    allow_unusual_input,
+) -> SegmentationResult:
     timings: dict[str, float] = {}
     started = time.perf_counter()
 
@@ -157,8 +180,10 @@ def _segment(ct: Volume, model, device: str, report: StageProgress, cancel, *, c
     threshold = float(post["threshold"] if threshold is None else threshold)
     anatomy_filter = bool(post.get("anatomy_filter", True) if anatomy_filter is None else anatomy_filter)
     if not card.validated_on_patient_data:
-        logger.warning(f"Model {card.title} is not validated on annotated patient CT (see its MODEL_CARD.md): "
-                       "check every outline; not for diagnosis.")
+        logger.warning(
+            f"Model {card.title} is not validated on annotated patient CT (see its MODEL_CARD.md): "
+            "check every outline; not for diagnosis."
+        )
     _check_cancel(cancel)
 
     report(0.02, "finding the mediastinum")
@@ -168,35 +193,84 @@ def _segment(ct: Volume, model, device: str, report: StageProgress, cancel, *, c
     if anatomy_filter and not anatomy.has_mediastinum:
         for message in anatomy.messages:
             logger.warning(message)
-        logger.warning("No mediastinal lymph nodes reported, because this scan has no mediastinum; to segment it anyway "
-                       "turn the anatomy filter off (lnq segment --no-anatomy-filter).")
+        logger.warning(
+            "No mediastinal lymph nodes reported, because this scan has no mediastinum; to segment it anyway "
+            "turn the anatomy filter off (lnq segment --no-anatomy-filter)."
+        )
         report(1.0, "done")
-        return SegmentationResult(ct.with_array(np.zeros(ct.geometry.shape_zyx, dtype)), card, str(loaded.device), [],
-                                  0, None, {"total": time.perf_counter() - started}, {r: 0 for r in DROP_REASONS}, False, True)
+        return SegmentationResult(
+            ct.with_array(np.zeros(ct.geometry.shape_zyx, dtype)),
+            card,
+            str(loaded.device),
+            [],
+            0,
+            None,
+            {"total": time.perf_counter() - started},
+            {r: 0 for r in DROP_REASONS},
+            False,
+            True,
+        )
     if use_crop:
         box = find_mediastinum_box(ct, margin_mm=float(card.data["input"].get("crop_margin_mm", 20.0)), anatomy=anatomy)
     else:
         box = ((0, 0, 0), ct.geometry.shape_zyx)
         logger.info("Mediastinum crop off: the network sees the whole volume.")
     region = crop_volume(ct, *box)
-    probability, model_geometry, device_name = _network_probability(region, loaded, overlap, tta, batch_size, report, cancel, timings)
+    probability, model_geometry, device_name = _network_probability(
+        region, loaded, overlap, tta, batch_size, report, cancel, timings
+    )
 
     report(0.9, "resampling back")
     t0 = time.perf_counter()
-    labels, count, dropped = _candidates_to_nodes(probability, model_geometry, region, box, ct, anatomy if anatomy_filter else None,
-                                                  threshold, min_volume, int(post.get("min_node_voxels", 1)), dtype, output,
-                                                  cancel, report)
+    labels, count, dropped = _candidates_to_nodes(
+        probability,
+        model_geometry,
+        region,
+        box,
+        ct,
+        anatomy if anatomy_filter else None,
+        threshold,
+        min_volume,
+        int(post.get("min_node_voxels", 1)),
+        dtype,
+        output,
+        cancel,
+        report,
+    )
     del probability
     timings["postprocess"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - started
     logger.info(describe_dropped(count, dropped, min_volume, anatomy_filter))
     report(1.0, "done")
-    return SegmentationResult(ct.with_array(labels), card, device_name, [], count,
-                              (tuple(box[0]), tuple(box[1])), timings, dropped, True, anatomy_filter)
+    return SegmentationResult(
+        ct.with_array(labels),
+        card,
+        device_name,
+        [],
+        count,
+        (tuple(box[0]), tuple(box[1])),
+        timings,
+        dropped,
+        True,
+        anatomy_filter,
+    )
 
 
-def _candidates_to_nodes(probability, model_geometry, region: Volume, box, ct: Volume, anatomy, threshold: float,
-                         min_volume: float, min_voxels: int, dtype, output: str, cancel, report):
+def _candidates_to_nodes(
+    probability,
+    model_geometry,
+    region: Volume,
+    box,
+    ct: Volume,
+    anatomy,
+    threshold: float,
+    min_volume: float,
+    min_voxels: int,
+    dtype,
+    output: str,
+    cancel,
+    report,
+):
     """Probability on the model grid -> mask on the CT grid -> candidates -> filtered nodes in the whole CT."""
     region_mask = probability_to_mask(Volume(probability, model_geometry), region.geometry, threshold, cancel)
     _check_cancel(cancel)
@@ -205,7 +279,8 @@ def _candidates_to_nodes(probability, model_geometry, region: Volume, box, ct: V
     del region_mask
     inside = anatomy.mediastinum_in_box(*box) if anatomy is not None else None
     region_instances, count, dropped = filter_candidates(
-        candidates, region.array if anatomy is not None else None, inside, ct.geometry.spacing_zyx_mm, min_volume, min_voxels)
+        candidates, region.array if anatomy is not None else None, inside, ct.geometry.spacing_zyx_mm, min_volume, min_voxels
+    )
     del candidates, inside
     labels = np.zeros(ct.geometry.shape_zyx, dtype)
     (z0, y0, x0), (z1, y1, x1) = box
@@ -249,12 +324,17 @@ def _network_probability(region: Volume, loaded: LoadedModel, overlap, tta, batc
     del resampled
     timings["preprocess"] = time.perf_counter() - t0
     _check_cancel(cancel)
-    predictor = WindowPredictor(loaded.network, loaded.device, foreground_channel=card.foreground_channel,
-                                batch_size=batch_size)
+    predictor = WindowPredictor(loaded.network, loaded.device, foreground_channel=card.foreground_channel, batch_size=batch_size)
     t0 = time.perf_counter()
     probability = sliding_window_probability(
-        _model_input_array(card, image), predictor, card.patch_size_zyx, overlap=overlap, tta=tta,
-        progress=report.sub(0.1, 0.9), cancel=cancel, pad_value=float(image.min()),
+        _model_input_array(card, image),
+        predictor,
+        card.patch_size_zyx,
+        overlap=overlap,
+        tta=tta,
+        progress=report.sub(0.1, 0.9),
+        cancel=cancel,
+        pad_value=float(image.min()),
     )
     timings["inference"] = time.perf_counter() - t0
     if predictor.device.type != loaded.device.split(":")[0]:

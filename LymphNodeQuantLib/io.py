@@ -71,8 +71,7 @@ def read_volume(path: PathLike) -> Volume:
         _refuse_incomplete(path, itk_messages)
         first_line = str(error).strip().splitlines()[-1] if str(error).strip() else "unknown reason"
         raise InputError(
-            f"Cannot read '{path}' as an image ({first_line}). Supported: {', '.join(VOLUME_SUFFIXES)} "
-            "or a DICOM series folder."
+            f"Cannot read '{path}' as an image ({first_line}). Supported: {', '.join(VOLUME_SUFFIXES)} or a DICOM series folder."
         ) from error
     _refuse_incomplete(path, itk_messages)
     for message in itk_messages:
@@ -150,7 +149,11 @@ def foreground_note(volume: Volume, foreground: str, name: str) -> Optional[str]
     others = [int(v) for v in np.unique(array[array > 1])]
     shown = ", ".join(str(v) for v in others[:5]) + (", ..." if len(others) > 5 else "")
     if foreground == "label1":
-        return (f"{name} also holds label(s) {shown}: only label 1 was scored (--foreground label1); "
-                "--foreground nonzero scores every node")
-    return (f"{name} holds label(s) other than 1 ({shown}): every non-zero voxel was scored as node "
-            "(--foreground nonzero); --foreground label1 scores label 1 only")
+        return (
+            f"{name} also holds label(s) {shown}: only label 1 was scored (--foreground label1); "
+            "--foreground nonzero scores every node"
+        )
+    return (
+        f"{name} holds label(s) other than 1 ({shown}): every non-zero voxel was scored as node "
+        "(--foreground nonzero); --foreground label1 scores label 1 only"
+    )

@@ -21,8 +21,8 @@ from .components import CONNECTIVITIES, connected_nodes, instance_nodes, keep_no
 from .errors import InputError
 from .geometry import ImageGeometry, Volume
 from .io import PathLike, atomic_write
-from .table_format import csv_text, json_safe
 from .recist import max_diameter_3d_mm, recist_axes
+from .table_format import csv_text, json_safe
 
 #: RECIST short-axis threshold (mm) for a node to count as enlarged.
 ENLARGED_SHORT_AXIS_MM = 10.0
@@ -222,7 +222,9 @@ def node_table_json(measurements: Sequence[NodeMeasurement], metadata: dict | No
     return document
 
 
-def write_node_table(path: PathLike, measurements: Sequence[NodeMeasurement], overwrite: bool = False, metadata: dict | None = None) -> Path:
+def write_node_table(
+    path: PathLike, measurements: Sequence[NodeMeasurement], overwrite: bool = False, metadata: dict | None = None
+) -> Path:
     """Write the node table as CSV (``.csv``) or JSON (``.json``); refuses to replace a file unless ``overwrite``."""
     path = Path(path)
     suffix = path.suffix.lower()

@@ -51,7 +51,9 @@ def _check_folder_writable(folder: Path) -> None:
     """Refuse ``folder`` unless it exists and takes a new file, or could be created where it would go."""
     existing = _nearest_existing(folder)
     if not existing.is_dir():
-        raise OutputError(f"Cannot create the folder '{folder}': '{existing}' is a file, not a folder; choose another output path.")
+        raise OutputError(
+            f"Cannot create the folder '{folder}': '{existing}' is a file, not a folder; choose another output path."
+        )
     try:  # a real probe: permission bits say nothing on read-only file systems, ACLs or for root
         handle, probe = tempfile.mkstemp(prefix=".lnq-write-check-", dir=existing)
         os.close(handle)
@@ -77,7 +79,7 @@ def _full_suffix(path: Path) -> str:
     name = path.name.lower()
     for suffix in (".seg.nrrd", ".nii.gz"):
         if name.endswith(suffix):
-            return path.name[-len(suffix):]
+            return path.name[-len(suffix) :]
     return path.suffix
 
 
@@ -91,7 +93,9 @@ def _make_parent(path: Path) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise OutputError(f"Cannot create the folder '{path.parent}' ({error.strerror or error}); choose another output path.") from error
+        raise OutputError(
+            f"Cannot create the folder '{path.parent}' ({error.strerror or error}); choose another output path."
+        ) from error
 
 
 def _write_temporary(path: Path, write_to: Callable[[Path], object]) -> Path:

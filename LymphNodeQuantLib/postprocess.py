@@ -41,8 +41,14 @@ NODE_MEDIAN_HU_RANGE = (-300.0, 200.0)
 MIN_FRACTION_IN_MEDIASTINUM = 0.5
 
 
-def filter_candidates(instances: np.ndarray, hu: Optional[np.ndarray], inside_mediastinum: Optional[np.ndarray],
-                      spacing_zyx_mm, min_volume_mm3: float = 0.0, min_voxels: int = 1) -> tuple[np.ndarray, int, dict]:
+def filter_candidates(
+    instances: np.ndarray,
+    hu: Optional[np.ndarray],
+    inside_mediastinum: Optional[np.ndarray],
+    spacing_zyx_mm,
+    min_volume_mm3: float = 0.0,
+    min_voxels: int = 1,
+) -> tuple[np.ndarray, int, dict]:
     """Drop candidate nodes that cannot be mediastinal lymph nodes; renumber the rest 1..N in raster order.
 
     ``instances``: uint16 candidates 1..M (:func:`label_instances`). ``hu``: the CT on the same grid

@@ -68,8 +68,9 @@ def chest_ct_problems(volume: Volume) -> list[str]:
     elif spacing[1] > limits["in_plane_spacing_max_mm"]:
         problems.append(f"in-plane spacing {spacing[1]:g} mm is coarser than {limits['in_plane_spacing_max_mm']:g} mm")
     if extent[1] < limits["field_of_view_min_mm"]:
-        problems.append(f"the field of view ({extent[1]:.0f} x {extent[2]:.0f} mm) is narrower than "
-                        f"{limits['field_of_view_min_mm']:g} mm")
+        problems.append(
+            f"the field of view ({extent[1]:.0f} x {extent[2]:.0f} mm) is narrower than {limits['field_of_view_min_mm']:g} mm"
+        )
     if extent[0] < limits["extent_min_mm"]:
         problems.append(f"the scan is only {extent[0]:.1f} mm thick (under {limits['extent_min_mm']:g} mm)")
     from .anatomy import AIR_THRESHOLD_HU
@@ -77,8 +78,10 @@ def chest_ct_problems(volume: Volume) -> list[str]:
     sample = volume.array[::4, ::4, ::4]
     body_fraction = float(np.count_nonzero(sample >= AIR_THRESHOLD_HU)) / max(sample.size, 1)
     if body_fraction < limits["body_fraction_min"]:
-        problems.append(f"only {100 * body_fraction:.1f}% of the voxels are tissue (>= {AIR_THRESHOLD_HU:g} HU): "
-                        "there is no body in the image")
+        problems.append(
+            f"only {100 * body_fraction:.1f}% of the voxels are tissue (>= {AIR_THRESHOLD_HU:g} HU): "
+            "there is no body in the image"
+        )
     return problems
 
 
@@ -99,9 +102,7 @@ def check_chest_ct(volume: Volume, allow_unusual_input: bool = False) -> None:
     logger.warning(f"Unusual input, segmented anyway as asked: {text}. Results may be meaningless.")
 
 
-def find_mediastinum_box(
-    ct: Volume, margin_mm: float = 20.0, anatomy=None
-) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+def find_mediastinum_box(ct: Volume, margin_mm: float = 20.0, anatomy=None) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
     """Index box ``(start_zyx, stop_zyx)`` (stop exclusive) around the mediastinum, padded by ``margin_mm``.
 
     The mediastinum is found from the CT itself (:func:`LymphNodeQuantLib.anatomy.find_chest_anatomy`,
@@ -118,8 +119,9 @@ def find_mediastinum_box(
         logger.info("Not cropping to the mediastinum: using the whole volume.")
         return (0, 0, 0), shape  # type: ignore[return-value]
     start, stop = anatomy.mediastinum_box(ct.geometry.spacing_zyx_mm, margin_mm)
-    logger.info(f"Cropped to the mediastinum box {list(start)}..{list(stop)} (z, y, x) between "
-                f"{anatomy.lung_volume_ml:.0f} ml of lung.")
+    logger.info(
+        f"Cropped to the mediastinum box {list(start)}..{list(stop)} (z, y, x) between {anatomy.lung_volume_ml:.0f} ml of lung."
+    )
     return start, stop  # type: ignore[return-value]
 
 
@@ -190,10 +192,16 @@ def normalize_ct(array: np.ndarray, normalization: dict) -> np.ndarray:
         mean = float(normalization["mean"])
         std = float(normalization["std"])
     except (KeyError, TypeError, ValueError) as error:
-        raise InputError(f"normalization needs numeric 'mean' and 'std' (and optionally 'clip_hu'); got {normalization}.") from error
+        raise InputError(
+            f"normalization needs numeric 'mean' and 'std' (and optionally 'clip_hu'); got {normalization}."
+        ) from error
     if std <= 0:
         raise InputError(f"normalization std must be positive, got {std}.")
-    result = np.asarray(array, dtype=np.float32).copy() if not isinstance(array, np.ndarray) or array.dtype != np.float32 else array.copy()
+    result = (
+        np.asarray(array, dtype=np.float32).copy()
+        if not isinstance(array, np.ndarray) or array.dtype != np.float32
+        else array.copy()
+    )
     clip = normalization.get("clip_hu")
     if clip is not None:
         np.clip(result, float(clip[0]), float(clip[1]), out=result)

@@ -182,9 +182,7 @@ def _crossings(inside: np.ndarray, outside: np.ndarray) -> np.ndarray:
     return np.where((inside >= 0.5) & (outside < 0.5), np.clip(offset, 0.0, 1.0), 0.5)
 
 
-def boundary_points_mm(
-    mask_2d: np.ndarray, spacing_rc_mm: tuple[float, float], smoothed: np.ndarray | None = None
-) -> np.ndarray:
+def boundary_points_mm(mask_2d: np.ndarray, spacing_rc_mm: tuple[float, float], smoothed: np.ndarray | None = None) -> np.ndarray:
     """Sub-pixel outline points (row, col) in mm (step 1 of the definition): two per occupied row and per occupied column.
 
     Pixel ``(r, c)`` covers ``[r, r+1] x [c, c+1]`` in index units. On each occupied row, the
@@ -247,8 +245,10 @@ def recist_axes(mask_zyx: np.ndarray, spacing_zyx_mm: tuple[float, float, float]
     best = RecistResult(0.0, 0.0, -1)
     for k in np.flatnonzero(mask_zyx.any(axis=(1, 2))):
         axes = _axes_from_points(boundary_points_mm(mask_zyx[k], spacing_rc, smoothed[k]))
-        if best.slice_index < 0 or axes.short_axis_mm > best.short_axis_mm + 1e-9 or (
-            abs(axes.short_axis_mm - best.short_axis_mm) <= 1e-9 and axes.long_axis_mm > best.long_axis_mm + 1e-9
+        if (
+            best.slice_index < 0
+            or axes.short_axis_mm > best.short_axis_mm + 1e-9
+            or (abs(axes.short_axis_mm - best.short_axis_mm) <= 1e-9 and axes.long_axis_mm > best.long_axis_mm + 1e-9)
         ):
             best = RecistResult(axes.short_axis_mm, axes.long_axis_mm, int(k))
     return best
@@ -269,14 +269,17 @@ def max_diameter_3d_mm(mask_zyx: np.ndarray, spacing_zyx_mm: tuple[float, float,
     for x in (first, last):  # on each (z, y) row only the extreme voxels can reach the hull
         xc = x + 0.5
         points += [
-            np.stack([zc, yc, x], axis=1), np.stack([zc, yc, x + 1.0], axis=1),
-            np.stack([zc, yc - 0.5, xc], axis=1), np.stack([zc, yc + 0.5, xc], axis=1),
-            np.stack([zc - 0.5, yc, xc], axis=1), np.stack([zc + 0.5, yc, xc], axis=1),
+            np.stack([zc, yc, x], axis=1),
+            np.stack([zc, yc, x + 1.0], axis=1),
+            np.stack([zc, yc - 0.5, xc], axis=1),
+            np.stack([zc, yc + 0.5, xc], axis=1),
+            np.stack([zc - 0.5, yc, xc], axis=1),
+            np.stack([zc + 0.5, yc, xc], axis=1),
         ]
     points = np.concatenate(points) * np.asarray(spacing_zyx_mm, dtype=float)
     vertices = points[ConvexHull(points).vertices]  # a voxel's face centres span 3-D, so Qhull never sees flat input
     best = 0.0
     for start in range(0, len(vertices), 512):  # chunked to bound memory on very large nodes
-        block = vertices[start:start + 512]
+        block = vertices[start : start + 512]
         best = max(best, float(((block[:, None, :] - vertices[None, :, :]) ** 2).sum(-1).max()))
     return float(np.sqrt(best))

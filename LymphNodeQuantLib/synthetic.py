@@ -135,7 +135,9 @@ def _capsule_chain(canvas: _Canvas, points_zyx_mm: np.ndarray, radius_mm: float 
         length_sq = float(segment @ segment) or 1e-9
         t = ((z - start[0]) * segment[0] + (y - start[1]) * segment[1] + (x - start[2]) * segment[2]) / length_sq
         t = np.clip(t, 0.0, 1.0)
-        distance_sq = (z - start[0] - t * segment[0]) ** 2 + (y - start[1] - t * segment[1]) ** 2 + (x - start[2] - t * segment[2]) ** 2
+        distance_sq = (
+            (z - start[0] - t * segment[0]) ** 2 + (y - start[1] - t * segment[1]) ** 2 + (x - start[2] - t * segment[2]) ** 2
+        )
         local_radius = r0 + (r1 - r0) * t
         yield box, distance_sq <= local_radius**2
 
@@ -225,15 +227,27 @@ def make_phantom(
     _paint_body_and_lungs(scene)
     _paint_mediastinal_structures(scene)
     if extended_anatomy:
-        _add_extended_anatomy(scene.hu, scene.anatomy, scene.canvas, scene.zmm, scene.z_frac, scene.extra_rng, scene.contrast,
-                              (scene.cx, scene.body_cy, scene.body_a, scene.body_b, scene.scale), (scene.x, scene.y), scene.tube)
+        _add_extended_anatomy(
+            scene.hu,
+            scene.anatomy,
+            scene.canvas,
+            scene.zmm,
+            scene.z_frac,
+            scene.extra_rng,
+            scene.contrast,
+            (scene.cx, scene.body_cy, scene.body_a, scene.body_b, scene.scale),
+            (scene.x, scene.y),
+            scene.tube,
+        )
     node_labels, nodes = _place_nodes(scene, n_nodes, short_axis_range_mm, cluster_probability)
     partial = _annotate_partially(rng, nodes, node_labels, annotated_fraction)
     ct = _form_image(scene, blur_mm, noise_hu, extended_anatomy)
     extent_z, extent_y, extent_x = scene.canvas.extent_mm
     if origin_lps_mm is None:
         origin_lps_mm = (-extent_x / 2.0, -extent_y / 2.0 - 20.0, -extent_z + 100.0)
-    geometry = ImageGeometry(scene.shape, tuple(spacing_zyx_mm), tuple(origin_lps_mm), np.eye(3) if direction_lps is None else direction_lps)
+    geometry = ImageGeometry(
+        scene.shape, tuple(spacing_zyx_mm), tuple(origin_lps_mm), np.eye(3) if direction_lps is None else direction_lps
+    )
     return Phantom(
         ct=Volume(ct, geometry),
         node_labels=Volume(node_labels, geometry),
@@ -283,10 +297,23 @@ class _Scene:
             contrast = bool(rng.random() < 0.8)
         extra_rng = np.random.default_rng([seed, 1])  # extended anatomy: the basic phantom's draws stay as they were
         if scan_range is None:
-            scan_range = (float(extra_rng.uniform(-0.45, 0.05)), float(extra_rng.uniform(0.95, 1.35))) if extended_anatomy else (0.0, 1.0)
-        return cls(shape, canvas, rng, extra_rng, contrast, scale, extent_x / 2.0, extent_y / 2.0 + 5.0 * scale,
-                   float(scan_range[0]), float(scan_range[1]), np.full(shape, -1000.0, dtype=np.float32),
-                   np.zeros(shape, dtype=np.uint8))
+            scan_range = (
+                (float(extra_rng.uniform(-0.45, 0.05)), float(extra_rng.uniform(0.95, 1.35))) if extended_anatomy else (0.0, 1.0)
+            )
+        return cls(
+            shape,
+            canvas,
+            rng,
+            extra_rng,
+            contrast,
+            scale,
+            extent_x / 2.0,
+            extent_y / 2.0 + 5.0 * scale,
+            float(scan_range[0]),
+            float(scan_range[1]),
+            np.full(shape, -1000.0, dtype=np.float32),
+            np.zeros(shape, dtype=np.uint8),
+        )
 
     @property
     def z_span(self) -> tuple[float, float]:
@@ -338,7 +365,9 @@ def _paint_body_and_lungs(scene: _Scene) -> None:
             hu[k][mask] = -850.0
             anatomy[k][mask] = ANATOMY_IDS[name]
     lung_texture = ndimage.gaussian_filter(rng.normal(0, 1, size=(max(shape[0] // 2, 1), shape[1] // 4, shape[2] // 4)), 1.0)
-    lung_texture = ndimage.zoom(lung_texture, np.array(shape) / np.array(lung_texture.shape), order=1)[: shape[0], : shape[1], : shape[2]]
+    lung_texture = ndimage.zoom(lung_texture, np.array(shape) / np.array(lung_texture.shape), order=1)[
+        : shape[0], : shape[1], : shape[2]
+    ]
     lung_mask = (anatomy == ANATOMY_IDS["lung_left"]) | (anatomy == ANATOMY_IDS["lung_right"])
     hu[lung_mask] += 40.0 * lung_texture[lung_mask] / max(lung_texture.std(), 1e-6)
 
@@ -372,7 +401,11 @@ def _paint_mediastinal_structures(scene: _Scene) -> None:
         tube(bronchus, 7 * s, 40.0, "trachea")
         tube(bronchus, 5.5 * s, -1000.0, "trachea")
     # Oesophagus: soft tissue tube (the hardest distractor: same density as nodes), slight air.
-    esophagus = [(zmm(z_low), body_cy + 48 * s, cx + 12 * s), (zmm(0.55), body_cy + 40 * s, cx + 5 * s), (zmm(z_high), body_cy + 38 * s, cx + 4 * s)]
+    esophagus = [
+        (zmm(z_low), body_cy + 48 * s, cx + 12 * s),
+        (zmm(0.55), body_cy + 40 * s, cx + 5 * s),
+        (zmm(z_high), body_cy + 38 * s, cx + 4 * s),
+    ]
     tube(esophagus, 8 * s, 38.0, "esophagus")
     if rng.random() < 0.5:
         tube(esophagus, 2 * s, -900.0, "esophagus")
@@ -388,14 +421,29 @@ def _paint_mediastinal_structures(scene: _Scene) -> None:
     tube(aorta, [15 * s, 15 * s, 14 * s, 13 * s, 12 * s, 11 * s], vessel_hu, "aorta")
     # Arch branches towards the neck.
     for dx in (-12, 0, 12):
-        tube([(zmm(0.75), body_cy + 2 * s, cx + dx * s), (zmm(z_high), body_cy + 5 * s, cx + dx * 2.2 * s)], 5 * s, vessel_hu, "aorta")
+        tube(
+            [(zmm(0.75), body_cy + 2 * s, cx + dx * s), (zmm(z_high), body_cy + 5 * s, cx + dx * 2.2 * s)],
+            5 * s,
+            vessel_hu,
+            "aorta",
+        )
     # Pulmonary trunk and arteries (anterior-left of the ascending aorta, below the arch).
     trunk = [(zmm(0.33), body_cy - 25 * s, cx + 28 * s), (zmm(0.52), body_cy - 12 * s, cx + 25 * s)]
     tube(trunk, 13 * s, vessel_hu, "pulmonary_artery")
     for end_x in (58, -52):
-        tube([(zmm(0.52), body_cy - 12 * s, cx + 25 * s), (zmm(0.5), body_cy + 5 * s, cx + end_x * s)], 9 * s, vessel_hu, "pulmonary_artery")
+        tube(
+            [(zmm(0.52), body_cy - 12 * s, cx + 25 * s), (zmm(0.5), body_cy + 5 * s, cx + end_x * s)],
+            9 * s,
+            vessel_hu,
+            "pulmonary_artery",
+        )
     # Superior vena cava (right, anterior), brighter in the venous inflow phase.
-    tube([(zmm(0.4), body_cy - 10 * s, cx - 30 * s), (zmm(z_high), body_cy - 8 * s, cx - 28 * s)], 10 * s, venous_hu, "superior_vena_cava")
+    tube(
+        [(zmm(0.4), body_cy - 10 * s, cx - 30 * s), (zmm(z_high), body_cy - 8 * s, cx - 28 * s)],
+        10 * s,
+        venous_hu,
+        "superior_vena_cava",
+    )
 
 
 def _place_nodes(scene: _Scene, n_nodes, short_axis_range_mm, cluster_probability) -> tuple[np.ndarray, list]:
@@ -419,6 +467,7 @@ def _place_nodes(scene: _Scene, n_nodes, short_axis_range_mm, cluster_probabilit
         partner_tries += 1
         if pending_partner is None or partner_tries >= 30:
             pending_partner, partner_tries = None, 0
+
     while len(nodes) < target_nodes and attempts < 400 * max(target_nodes, 1):
         attempts += 1
         # Sizes stay within the requested range; a small field of view only lowers the upper end.
@@ -531,8 +580,10 @@ def _add_extended_anatomy(hu, anatomy, canvas, zmm, z_frac, rng, contrast, body,
         t_back = 0.98 - 0.09 * j
         for sign in (1.0, -1.0):
             angles = np.deg2rad(np.linspace(80, -55, 8))
-            points = [(zmm(t_back - 0.12 * (80 - np.rad2deg(a)) / 135), body_cy + b_rib * np.sin(a), cx + sign * a_rib * np.cos(a))
-                      for a in angles]
+            points = [
+                (zmm(t_back - 0.12 * (80 - np.rad2deg(a)) / 135), body_cy + b_rib * np.sin(a), cx + sign * a_rib * np.cos(a))
+                for a in angles
+            ]
             paint(list(_capsule_chain(canvas, np.array(points), 5.5 * s)), 650.0, "rib")
             paint(list(_capsule_chain(canvas, np.array(points), 3.5 * s)), 230.0, "rib", only_fat=False)
             cartilage = [points[-1], (points[-1][0] - zmm(0.02) + zmm(0.0), sternum_y, cx + sign * 14 * s)]

@@ -80,7 +80,9 @@ def tiny_model(tmp_path_factory):
     from LymphNodeQuantLib.models.networks import build_network, plain_unet_architecture
 
     torch.manual_seed(1)
-    architecture = plain_unet_architecture(features_per_stage=(4, 8), strides=((1, 1, 1), (2, 2, 2)), kernel_sizes=((3, 3, 3),) * 2)
+    architecture = plain_unet_architecture(
+        features_per_stage=(4, 8), strides=((1, 1, 1), (2, 2, 2)), kernel_sizes=((3, 3, 3),) * 2
+    )
     card = {
         "name": "tiny-cli",
         "version": "0.1",

@@ -47,13 +47,26 @@ ARCH_KWARGS = {
 }
 
 
-def make_nnunet_folder(root, folds=(0,), transpose=(0, 1, 2), seed=0, checkpoint_extra=None, fold_seeds=None,
-                       network_class_name=PLAIN_UNET, arch_kwargs=None):
+def make_nnunet_folder(
+    root,
+    folds=(0,),
+    transpose=(0, 1, 2),
+    seed=0,
+    checkpoint_extra=None,
+    fold_seeds=None,
+    network_class_name=PLAIN_UNET,
+    arch_kwargs=None,
+):
     """``root/Dataset901_TinyLNQ/nnUNetTrainer__nnUNetPlans__3d_fullres`` with random weights; (folder, networks)."""
     arch_kwargs = ARCH_KWARGS if arch_kwargs is None else arch_kwargs
     folder = root / "Dataset901_TinyLNQ" / "nnUNetTrainer__nnUNetPlans__3d_fullres"
     folder.mkdir(parents=True)
-    dataset = {"channel_names": {"0": "CT"}, "labels": {"background": 0, "lymph_node": 1}, "numTraining": 3, "file_ending": ".nii.gz"}
+    dataset = {
+        "channel_names": {"0": "CT"},
+        "labels": {"background": 0, "lymph_node": 1},
+        "numTraining": 3,
+        "file_ending": ".nii.gz",
+    }
     plans = {
         "dataset_name": "Dataset901_TinyLNQ",
         "plans_name": "nnUNetPlans",
@@ -85,7 +98,15 @@ def make_nnunet_folder(root, folds=(0,), transpose=(0, 1, 2), seed=0, checkpoint
         "experiment_planner_used": "ExperimentPlanner",
         "label_manager": "LabelManager",
         "foreground_intensity_properties_per_channel": {
-            "0": {"max": 900.0, "mean": 35.5, "median": 38.0, "min": -400.0, "percentile_00_5": -120.0, "percentile_99_5": 280.0, "std": 55.0}
+            "0": {
+                "max": 900.0,
+                "mean": 35.5,
+                "median": 38.0,
+                "min": -400.0,
+                "percentile_00_5": -120.0,
+                "percentile_99_5": 280.0,
+                "std": 55.0,
+            }
         },
     }
     (folder / "dataset.json").write_text(json.dumps(dataset))
@@ -106,5 +127,3 @@ def make_nnunet_folder(root, folds=(0,), transpose=(0, 1, 2), seed=0, checkpoint
         }
         torch.save(checkpoint, folder / f"fold_{fold}" / "checkpoint_final.pth")
     return folder, networks
-
-

@@ -380,7 +380,14 @@ class _BoolSerializer(_Serializer):
         return node.GetParameter(name) == "True"
 
 
-_PATH_TYPES = (pathlib.Path, pathlib.PosixPath, pathlib.WindowsPath, pathlib.PurePath, pathlib.PurePosixPath, pathlib.PureWindowsPath)
+_PATH_TYPES = (
+    pathlib.Path,
+    pathlib.PosixPath,
+    pathlib.WindowsPath,
+    pathlib.PurePath,
+    pathlib.PurePosixPath,
+    pathlib.PureWindowsPath,
+)
 
 
 class _PathSerializer(_Serializer):
@@ -518,7 +525,11 @@ def _split_annotations(annotation):
 
 def _create_serializer(kind, annotations):
     """(serializer with its validators, annotations left over); raises where Slicer raises."""
-    validators = [a() if isinstance(a, type) else a for a in annotations if isinstance(a, Validator) or (isinstance(a, type) and issubclass(a, Validator))]
+    validators = [
+        a() if isinstance(a, type) else a
+        for a in annotations
+        if isinstance(a, Validator) or (isinstance(a, type) and issubclass(a, Validator))
+    ]
     rest = [a for a in annotations if not (isinstance(a, Validator) or (isinstance(a, type) and issubclass(a, Validator)))]
     if isinstance(kind, types.UnionType):
         kind = typing.Union[get_args(kind)]
@@ -539,7 +550,9 @@ def _create_serializer(kind, annotations):
     elif isinstance(kind, type) and issubclass(kind, enum.Enum):
         serializer = _EnumSerializer(kind)
     elif kind in _SLICER_ONLY_TYPES or get_origin(kind) in (list, tuple, dict) or getattr(kind, "__name__", "") == "QColor":
-        raise NotImplementedError(f"Slicer can serialize {kind}, but this harness does not implement it: add it to Testing/slicer_harness.py.")
+        raise NotImplementedError(
+            f"Slicer can serialize {kind}, but this harness does not implement it: add it to Testing/slicer_harness.py."
+        )
     else:
         raise Exception(f"Unable to create serializer for type: {kind}")
     serializer.validators += validators
@@ -636,7 +649,9 @@ def parameterNodeWrapper(classtype=None):
         checked_setattr("disconnectGui", needs_qt)
         checked_setattr("StartModify", lambda self: self.parameterNode.StartModify())
         checked_setattr("EndModify", lambda self, wasModified: self.parameterNode.EndModify(wasModified))
-        checked_setattr("AddObserver", lambda self, event, callback, priority=0.0: self.parameterNode.AddObserver(event, callback, priority))
+        checked_setattr(
+            "AddObserver", lambda self, event, callback, priority=0.0: self.parameterNode.AddObserver(event, callback, priority)
+        )
         checked_setattr("RemoveObserver", lambda self, tag: self.parameterNode.RemoveObserver(tag))
         checked_setattr("Modified", lambda self: self.parameterNode.Modified())
         return cls
@@ -707,7 +722,11 @@ def _attach_module_logics(scene):
     import slicer
     import vtk
 
-    logics = {"Segmentations": scene.segmentations_logic, "Plots": slicer.vtkSlicerPlotsLogic(), "Tables": slicer.vtkSlicerTablesLogic()}
+    logics = {
+        "Segmentations": scene.segmentations_logic,
+        "Plots": slicer.vtkSlicerPlotsLogic(),
+        "Tables": slicer.vtkSlicerTablesLogic(),
+    }
     for name, logic in logics.items():
         if name != "Segmentations":
             logic.SetMRMLScene(scene)
@@ -846,7 +865,13 @@ class FakePyTorchUtils(types.ModuleType):
         module = self
 
         class PyTorchUtilsLogic:
-            def installTorch(self, askConfirmation=False, forceComputationBackend=None, torchVersionRequirement=None, torchvisionVersionRequirement=None):
+            def installTorch(
+                self,
+                askConfirmation=False,
+                forceComputationBackend=None,
+                torchVersionRequirement=None,
+                torchvisionVersionRequirement=None,
+            ):
                 from packaging.specifiers import SpecifierSet
 
                 SpecifierSet(torchVersionRequirement or "")  # InvalidSpecifier, as pip/light-the-torch would fail
@@ -901,7 +926,20 @@ def install(module_dir: str | os.PathLike = MODULE_DIR) -> types.ModuleType:
         slicer.ScriptedLoadableModule = module
     if "slicer.parameterNodeWrapper" not in sys.modules:
         module = types.ModuleType("slicer.parameterNodeWrapper")
-        items = (parameterNodeWrapper, isParameterNodeWrapper, Default, Validator, NotNone, IsNone, IsInstance, Choice, Exclude, WithinRange, Minimum, Maximum)
+        items = (
+            parameterNodeWrapper,
+            isParameterNodeWrapper,
+            Default,
+            Validator,
+            NotNone,
+            IsNone,
+            IsInstance,
+            Choice,
+            Exclude,
+            WithinRange,
+            Minimum,
+            Maximum,
+        )
         for item in items:
             setattr(module, item.__name__, item)
         sys.modules[module.__name__] = module
@@ -948,7 +986,9 @@ def _packaged_model() -> str:
     import pytest
 
     if not (PACKAGED_MODEL_DIR / "model.json").is_file():
-        pytest.fail(f"the packaged model is missing: {PACKAGED_MODEL_DIR}/model.json (reproduce it with `lnq train` + `lnq export`)")
+        pytest.fail(
+            f"the packaged model is missing: {PACKAGED_MODEL_DIR}/model.json (reproduce it with `lnq train` + `lnq export`)"
+        )
     return "default"
 
 

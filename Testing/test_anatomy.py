@@ -51,8 +51,10 @@ def test_orientation_does_not_change_the_result(shared_data):
     """The same scan stored with flipped x and y axes (direction diag(-1, -1, 1)) gives the same masks."""
     ct = read_volume(shared_data / "cip-chest" / "ct-64.nrrd")
     geometry = ct.geometry
-    flipped = Volume(np.ascontiguousarray(ct.array[:, ::-1, ::-1]),
-                     ImageGeometry(geometry.shape_zyx, geometry.spacing_zyx_mm, geometry.origin_lps_mm, np.diag([-1.0, -1.0, 1.0])))
+    flipped = Volume(
+        np.ascontiguousarray(ct.array[:, ::-1, ::-1]),
+        ImageGeometry(geometry.shape_zyx, geometry.spacing_zyx_mm, geometry.origin_lps_mm, np.diag([-1.0, -1.0, 1.0])),
+    )
     a, b = find_chest_anatomy(ct), find_chest_anatomy(flipped)
     assert np.array_equal(_full(a, "mediastinum"), _full(b, "mediastinum")[:, ::-1, ::-1])
 

@@ -23,7 +23,7 @@ from LymphNodeQuantLib.geometry import ImageGeometry, Volume
 from LymphNodeQuantLib.io import read_volume, write_volume
 from LymphNodeQuantLib.log import collected_messages
 from LymphNodeQuantLib.models.model_folder import ModelCard, load_model_card
-from LymphNodeQuantLib.preprocessing import chest_ct_problems, check_chest_ct
+from LymphNodeQuantLib.preprocessing import check_chest_ct, chest_ct_problems
 from LymphNodeQuantLib.synthetic import make_phantom
 
 
@@ -38,7 +38,9 @@ def test_truncated_or_nan_nifti_is_refused_not_zero_filled(small_ct, tmp_path):
     assert np.array_equal(read_volume(whole).array, small_ct.array)  # an intact file reads as before
     data = whole.read_bytes()
     (tmp_path / "half.nii.gz").write_bytes(data[: len(data) // 2])
-    assert sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "half.nii.gz"))).shape == small_ct.array.shape  # SimpleITK alone: zero-filled
+    assert (
+        sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "half.nii.gz"))).shape == small_ct.array.shape
+    )  # SimpleITK alone: zero-filled
     with pytest.raises(InputError, match="damaged or incomplete"):
         read_volume(tmp_path / "half.nii.gz")
     sitk.WriteImage(small_ct.to_sitk(), str(tmp_path / "ct.nii"), False)
@@ -85,8 +87,10 @@ def test_itk_warnings_become_project_messages(tmp_path, capfd):
 
 
 def test_itk_message_parsing():
-    text = ("WARNING: In /tmp/SimpleITK-build/ITK/Modules/IO/NIFTI/src/itkNiftiImageIO.cxx, line 2001\n"
-            "NiftiImageIO (0x55d5c8a0): a.nii has unexpected scales in sform\n\n")
+    text = (
+        "WARNING: In /tmp/SimpleITK-build/ITK/Modules/IO/NIFTI/src/itkNiftiImageIO.cxx, line 2001\n"
+        "NiftiImageIO (0x55d5c8a0): a.nii has unexpected scales in sform\n\n"
+    )
     assert itk_messages(text) == ["a.nii has unexpected scales in sform"]
 
 
@@ -118,7 +122,9 @@ def test_real_and_demo_geometries_pass(small_ct, shared_data):
 
 
 def test_cli_refuses_10_mm_grid_and_goes_on_when_asked(tiny_model, small_ct, tmp_path, capsys):
-    coarse = write_volume(tmp_path / "coarse.nrrd", Volume(small_ct.array, ImageGeometry(small_ct.array.shape, (10.0, 10.0, 10.0))))
+    coarse = write_volume(
+        tmp_path / "coarse.nrrd", Volume(small_ct.array, ImageGeometry(small_ct.array.shape, (10.0, 10.0, 10.0)))
+    )
     arguments = ["segment", str(coarse), "--out", str(tmp_path / "o.seg.nrrd"), "--model", str(tiny_model), "--progress", "none"]
     assert main(arguments) == 2
     assert "in-plane spacing 10 mm" in capsys.readouterr().err and not (tmp_path / "o.seg.nrrd").exists()
@@ -129,7 +135,9 @@ def test_cli_refuses_10_mm_grid_and_goes_on_when_asked(tiny_model, small_ct, tmp
 # ------------------------------------------------------------------------------ 4. output locations
 def test_output_under_a_file_is_refused_before_reading(tmp_path, capsys):
     (tmp_path / "afile").write_text("keep")
-    code = main(["segment", str(tmp_path / "missing-ct.nrrd"), "--out", str(tmp_path / "afile" / "o.seg.nrrd"), "--progress", "none"])
+    code = main(
+        ["segment", str(tmp_path / "missing-ct.nrrd"), "--out", str(tmp_path / "afile" / "o.seg.nrrd"), "--progress", "none"]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "'afile' is a file, not a folder" in err.replace(str(tmp_path) + os.sep, "")
     assert "Traceback" not in err and (tmp_path / "afile").read_text() == "keep"
@@ -177,7 +185,9 @@ def test_ctrl_c_while_moving_outputs_finishes_them_and_says_so(tiny_model, ct_fi
 
     monkeypatch.setattr(output_files.os, "replace", replace_then_ctrl_c)
     out, table = tmp_path / "o.seg.nrrd", tmp_path / "o.csv"
-    code = main(["segment", str(ct_file), "--out", str(out), "--table", str(table), "--model", str(tiny_model), "--progress", "none"])
+    code = main(
+        ["segment", str(ct_file), "--out", str(out), "--table", str(table), "--model", str(tiny_model), "--progress", "none"]
+    )
     err = capsys.readouterr().err
     assert code == 130 and out.exists() and table.exists()
     assert "interrupted after these outputs were completely written" in err and "no output was written" not in err
@@ -190,7 +200,9 @@ def test_ctrl_c_before_writing_says_nothing_was_written(tiny_model, ct_file, tmp
         raise KeyboardInterrupt
 
     monkeypatch.setattr(inference, "segment_volume", interrupted)
-    code = main(["segment", str(ct_file), "--out", str(tmp_path / "o.seg.nrrd"), "--model", str(tiny_model), "--progress", "none"])
+    code = main(
+        ["segment", str(ct_file), "--out", str(tmp_path / "o.seg.nrrd"), "--model", str(tiny_model), "--progress", "none"]
+    )
     assert code == 130 and "interrupted; no output was written" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
 

@@ -34,7 +34,22 @@ def test_commands_are_registered(capsys):
 def test_measure_writes_csv_and_json_and_refuses_to_overwrite(case, tmp_path, capsys):
     folder, phantom = case
     out_csv = tmp_path / "nodes.csv"
-    assert main(["measure", "--seg", str(folder / "c1-instances.nrrd"), "--ct", str(folder / "c1-ct.nrrd"), "--out", str(out_csv), "--nodes-from", "labels"]) == 0
+    assert (
+        main(
+            [
+                "measure",
+                "--seg",
+                str(folder / "c1-instances.nrrd"),
+                "--ct",
+                str(folder / "c1-ct.nrrd"),
+                "--out",
+                str(out_csv),
+                "--nodes-from",
+                "labels",
+            ]
+        )
+        == 0
+    )
     rows = list(csv.DictReader(open(out_csv)))
     assert list(rows[0]) == [name for name, _, _ in NODE_TABLE_COLUMNS]
     assert len(rows) == len(phantom.nodes)
@@ -53,7 +68,18 @@ def test_measure_writes_csv_and_json_and_refuses_to_overwrite(case, tmp_path, ca
 
 def test_evaluate_one_case_json_and_output_file(case, tmp_path, capsys):
     folder, phantom = case
-    code = main(["evaluate", "--pred", str(folder / "c1-partial.nrrd"), "--ref", str(folder / "c1-seg.nrrd"), "--json", "--out", str(tmp_path / "r.json")])
+    code = main(
+        [
+            "evaluate",
+            "--pred",
+            str(folder / "c1-partial.nrrd"),
+            "--ref",
+            str(folder / "c1-seg.nrrd"),
+            "--json",
+            "--out",
+            str(tmp_path / "r.json"),
+        ]
+    )
     assert code == 0
     printed = json.loads(capsys.readouterr().out)
     saved = json.loads((tmp_path / "r.json").read_text())
@@ -64,7 +90,23 @@ def test_evaluate_one_case_json_and_output_file(case, tmp_path, capsys):
     assert printed["false_positives"] == 0 and printed["precision"] == 1.0
     assert 0 < printed["true_positives"] < printed["reference_nodes"]  # some nodes are unlabelled in the partial map
     # the instance map as reference: detection per instance
-    assert main(["evaluate", "--pred", str(folder / "c1-partial.nrrd"), "--ref", str(folder / "c1-instances.nrrd"), "--foreground", "nonzero", "--detection-nodes", "labels", "--json"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--pred",
+                str(folder / "c1-partial.nrrd"),
+                "--ref",
+                str(folder / "c1-instances.nrrd"),
+                "--foreground",
+                "nonzero",
+                "--detection-nodes",
+                "labels",
+                "--json",
+            ]
+        )
+        == 0
+    )
     instances = json.loads(capsys.readouterr().out)
     assert instances["reference_nodes"] == len(phantom.nodes)
     assert instances["true_positives"] == sum(node.annotated for node in phantom.nodes)
@@ -74,11 +116,27 @@ def test_evaluate_grid_mismatch_is_a_clear_error_and_resampling_fixes_it(case, t
     folder, phantom = case
     labels = read_volume(folder / "c1-seg.nrrd")
     g = labels.geometry
-    shifted = Volume(labels.array, ImageGeometry(g.shape_zyx, g.spacing_zyx_mm, tuple(np.add(g.origin_lps_mm, (0.0, 0.0, 3.0))), g.direction_lps))
+    shifted = Volume(
+        labels.array,
+        ImageGeometry(g.shape_zyx, g.spacing_zyx_mm, tuple(np.add(g.origin_lps_mm, (0.0, 0.0, 3.0))), g.direction_lps),
+    )
     write_volume(tmp_path / "shifted.nrrd", shifted)
     assert main(["evaluate", "--pred", str(tmp_path / "shifted.nrrd"), "--ref", str(folder / "c1-seg.nrrd")]) == 2
     assert "--resample-prediction" in capsys.readouterr().err
-    assert main(["evaluate", "--pred", str(tmp_path / "shifted.nrrd"), "--ref", str(folder / "c1-seg.nrrd"), "--resample-prediction", "--json"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--pred",
+                str(tmp_path / "shifted.nrrd"),
+                "--ref",
+                str(folder / "c1-seg.nrrd"),
+                "--resample-prediction",
+                "--json",
+            ]
+        )
+        == 0
+    )
     result = json.loads(capsys.readouterr().out)
     # the prediction's origin is one slice (3 mm) higher: on the reference grid its voxels move up one slice
     moved = np.zeros_like(labels.array)

@@ -13,7 +13,12 @@ from LymphNodeQuantLib.segmentation_io import read_segmentation
 
 def test_segment_writes_segmentation_and_table(tiny_model, ct_file, tmp_path, capsys):
     out, table = tmp_path / "nodes.seg.nrrd", tmp_path / "nodes.json"
-    assert main(["segment", str(ct_file), "--out", str(out), "--table", str(table), "--model", str(tiny_model), "--progress", "none"]) == 0
+    assert (
+        main(
+            ["segment", str(ct_file), "--out", str(out), "--table", str(table), "--model", str(tiny_model), "--progress", "none"]
+        )
+        == 0
+    )
     labels, segments = read_segmentation(out)
     assert labels.geometry.same_grid(read_volume(ct_file).geometry)
     assert len(segments) == labels.array.max()
@@ -44,16 +49,51 @@ def test_packaged_model_finds_and_writes_real_segments(ct_file, tmp_path, capsys
 def test_existing_outputs_refused_before_work(tiny_model, ct_file, tmp_path, capsys):
     out, table = tmp_path / "nodes.seg.nrrd", tmp_path / "nodes.csv"
     table.write_text("keep me")
-    code = main(["segment", str(ct_file), "--out", str(out), "--table", str(table), "--model", str(tiny_model), "--progress", "none"])
+    code = main(
+        ["segment", str(ct_file), "--out", str(out), "--table", str(table), "--model", str(tiny_model), "--progress", "none"]
+    )
     assert code == 2 and "already exists" in capsys.readouterr().err
     assert not out.exists() and table.read_text() == "keep me"
-    assert main(["segment", str(ct_file), "--out", str(out), "--table", str(table), "--model", str(tiny_model), "--progress", "none", "--overwrite"]) == 0
+    assert (
+        main(
+            [
+                "segment",
+                str(ct_file),
+                "--out",
+                str(out),
+                "--table",
+                str(table),
+                "--model",
+                str(tiny_model),
+                "--progress",
+                "none",
+                "--overwrite",
+            ]
+        )
+        == 0
+    )
     assert table.read_text().startswith("node_id,")
 
 
 def test_json_progress_protocol(tiny_model, ct_file, tmp_path, capsys):
     out = tmp_path / "binary.seg.nrrd"
-    assert main(["segment", str(ct_file), "--out", str(out), "--model", str(tiny_model), "--progress", "json", "--binary", "--no-crop"]) == 0
+    assert (
+        main(
+            [
+                "segment",
+                str(ct_file),
+                "--out",
+                str(out),
+                "--model",
+                str(tiny_model),
+                "--progress",
+                "json",
+                "--binary",
+                "--no-crop",
+            ]
+        )
+        == 0
+    )
     captured = capsys.readouterr()
     events = [json.loads(line) for line in captured.out.splitlines()]
     progress = [e for e in events if e["event"] == "progress"]
@@ -66,12 +106,21 @@ def test_json_progress_protocol(tiny_model, ct_file, tmp_path, capsys):
 
 def test_json_error_event_and_bad_inputs(tiny_model, tmp_path, capsys):
     flat = write_volume(tmp_path / "flat.nrrd", Volume(np.zeros((1, 16, 16), np.int16), ImageGeometry((1, 16, 16), (1, 1, 1))))
-    assert main(["segment", str(flat), "--out", str(tmp_path / "x.seg.nrrd"), "--model", str(tiny_model), "--progress", "json"]) == 2
+    assert (
+        main(["segment", str(flat), "--out", str(tmp_path / "x.seg.nrrd"), "--model", str(tiny_model), "--progress", "json"]) == 2
+    )
     captured = capsys.readouterr()
     event = json.loads(captured.out.strip().splitlines()[-1])
     assert event["event"] == "error" and "2-D" in event["message"]
-    mr = write_volume(tmp_path / "mr.nrrd", Volume(np.random.default_rng(0).uniform(0, 4000, (16, 32, 32)).astype(np.float32), ImageGeometry((16, 32, 32), (2, 2, 2))))
-    assert main(["segment", str(mr), "--out", str(tmp_path / "y.seg.nrrd"), "--model", str(tiny_model), "--progress", "none"]) == 2
+    mr = write_volume(
+        tmp_path / "mr.nrrd",
+        Volume(
+            np.random.default_rng(0).uniform(0, 4000, (16, 32, 32)).astype(np.float32), ImageGeometry((16, 32, 32), (2, 2, 2))
+        ),
+    )
+    assert (
+        main(["segment", str(mr), "--out", str(tmp_path / "y.seg.nrrd"), "--model", str(tiny_model), "--progress", "none"]) == 2
+    )
     assert "do not look like CT" in capsys.readouterr().err
     unreadable = tmp_path / "junk.nrrd"
     unreadable.write_bytes(b"not an image")
@@ -107,7 +156,21 @@ def test_default_output_goes_to_current_folder(tiny_model, ct_file, tmp_path, mo
 
 def test_dicom_folder_input(tiny_model, shared_data, tmp_path):
     out = tmp_path / "dicom.seg.nrrd"
-    assert main(["segment", str(shared_data / "cip-chest" / "ct-64Dicom"), "--out", str(out), "--model", str(tiny_model), "--progress", "none"]) == 0
+    assert (
+        main(
+            [
+                "segment",
+                str(shared_data / "cip-chest" / "ct-64Dicom"),
+                "--out",
+                str(out),
+                "--model",
+                str(tiny_model),
+                "--progress",
+                "none",
+            ]
+        )
+        == 0
+    )
     assert read_volume(out).array.shape == read_volume(shared_data / "cip-chest" / "ct-64Dicom").array.shape
 
 

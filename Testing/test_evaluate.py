@@ -11,7 +11,6 @@ import pytest
 
 from benchmarks.references import challenge_style_scores
 from LymphNodeQuantLib.errors import InputError
-from LymphNodeQuantLib.geometry import ImageGeometry, Volume
 from LymphNodeQuantLib.evaluate import (
     case_id_from_path,
     detect_nodes,
@@ -23,6 +22,7 @@ from LymphNodeQuantLib.evaluate import (
     surface_distances,
     surface_voxels,
 )
+from LymphNodeQuantLib.geometry import ImageGeometry, Volume
 from LymphNodeQuantLib.synthetic import make_phantom, write_lnq_case
 
 
@@ -128,7 +128,10 @@ def test_instance_map_and_seg_nrrd_of_our_own_output_score_every_node(tmp_path):
     write_volume(tmp_path / "ref255.nrrd", Volume((instances > 0).astype(np.uint8) * 255, geometry))
     for reference in ("ref.nrrd", "ref255.nrrd"):
         out = tmp_path / f"{reference}.json"
-        assert main(["evaluate", "--pred", str(tmp_path / "pred.seg.nrrd"), "--ref", str(tmp_path / reference), "--out", str(out)]) == 0
+        assert (
+            main(["evaluate", "--pred", str(tmp_path / "pred.seg.nrrd"), "--ref", str(tmp_path / reference), "--out", str(out)])
+            == 0
+        )
         result = json.loads(out.read_text())
         assert result["dice"] == 1.0 and result["true_positives"] == 3 and result["false_negatives"] == 0
 
@@ -139,10 +142,14 @@ def test_a_ct_is_refused_as_label_map():
     with pytest.raises(InputError, match="negative values.*not a label map"):
         evaluate_case(Volume(ct, ImageGeometry(ct.shape, (1.0, 1.0, 1.0))), _volume((ct > 0).astype(np.uint8)))
     with pytest.raises(InputError, match="non-integer values"):
-        evaluate_case(Volume(ct.astype(np.float32) + 0.5, ImageGeometry(ct.shape, (1.0, 1.0, 1.0))), _volume((ct > 0).astype(np.uint8)))
+        evaluate_case(
+            Volume(ct.astype(np.float32) + 0.5, ImageGeometry(ct.shape, (1.0, 1.0, 1.0))), _volume((ct > 0).astype(np.uint8))
+        )
     grey_levels = np.random.default_rng(0).integers(0, 4000, (48, 48, 48)).astype(np.uint16)  # an unrescaled CT
     with pytest.raises(InputError, match="grey-level image"):
-        evaluate_case(Volume(grey_levels, ImageGeometry(grey_levels.shape, (1.0, 1.0, 1.0))), _volume(np.zeros((48, 48, 48), np.uint8)))
+        evaluate_case(
+            Volume(grey_levels, ImageGeometry(grey_levels.shape, (1.0, 1.0, 1.0))), _volume(np.zeros((48, 48, 48), np.uint8))
+        )
 
 
 def test_different_grids_are_an_error_unless_resampling_is_asked_for():
@@ -213,7 +220,10 @@ def test_detection_iou_threshold_and_short_axis_bins():
     strict = detect_nodes(prediction, reference, (3.0, 1.0, 1.0), min_iou=0.2)
     assert (strict.true_positives, strict.false_positives, strict.false_negatives) == (0, 1, 1)
     assert 12.5 <= found.reference_nodes[0].short_axis_mm < 15.0
-    bins = {b["short_axis_bin_mm"]: b for b in evaluate_case(_volume(prediction, (3.0, 1.0, 1.0)), _volume(reference, (3.0, 1.0, 1.0))).detection_bins}
+    bins = {
+        b["short_axis_bin_mm"]: b
+        for b in evaluate_case(_volume(prediction, (3.0, 1.0, 1.0)), _volume(reference, (3.0, 1.0, 1.0))).detection_bins
+    }
     assert bins["12.5-15"]["reference_nodes"] == 1 and bins["12.5-15"]["sensitivity"] == 1.0
 
 
@@ -242,7 +252,14 @@ def test_summary_reproduces_the_lnq2023_winner_from_the_official_results(shared_
     # a team with empty predictions: NaN -> worst ASSD changes its median
     skjp = team("SKJP")
     assert skjp["assd_mm_nan_cases"] == 12
-    assert skjp["assd_mm_median"] > summarize_scores([0.0] * 100, [float(r["ASSD"]) if r["ASSD"].strip() else float("nan") for r in rows if r["Team"] == "SKJP"], nan_policy="omit")["assd_mm_median"]
+    assert (
+        skjp["assd_mm_median"]
+        > summarize_scores(
+            [0.0] * 100,
+            [float(r["ASSD"]) if r["ASSD"].strip() else float("nan") for r in rows if r["Team"] == "SKJP"],
+            nan_policy="omit",
+        )["assd_mm_median"]
+    )
 
 
 def test_folder_evaluation_pairs_cases_and_scores_missing_predictions(tmp_path):
@@ -284,8 +301,12 @@ def test_hd95_matches_monai_and_monai_assd_is_the_pooled_mean():
     tensor = lambda mask: torch.from_numpy(mask)[None, None]  # noqa: E731
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        hd95 = compute_hausdorff_distance(tensor(prediction), tensor(reference), include_background=True, percentile=95, spacing=list(spacing))
-        pooled = compute_average_surface_distance(tensor(prediction), tensor(reference), include_background=True, symmetric=True, spacing=list(spacing))
+        hd95 = compute_hausdorff_distance(
+            tensor(prediction), tensor(reference), include_background=True, percentile=95, spacing=list(spacing)
+        )
+        pooled = compute_average_surface_distance(
+            tensor(prediction), tensor(reference), include_background=True, symmetric=True, spacing=list(spacing)
+        )
     assert ours.hd95_mm == pytest.approx(hd95.item(), abs=1e-4)
     n_p, n_r = ours.prediction_surface_voxels, ours.reference_surface_voxels
     expected_pooled = (n_p * ours.mean_prediction_to_reference_mm + n_r * ours.mean_reference_to_prediction_mm) / (n_p + n_r)

@@ -8,7 +8,6 @@ import pathlib
 from typing import Annotated, Optional, Union
 
 import pytest
-
 import slicer_harness
 from slicer_harness import Choice, Default, WithinRange, parameterNodeWrapper
 

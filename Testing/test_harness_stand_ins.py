@@ -8,7 +8,6 @@ import sys
 import types
 
 import pytest
-
 import slicer_harness
 
 pytestmark = pytest.mark.mrml
@@ -131,9 +130,13 @@ def test_table_view_models_have_slicers_layout(mrml_scene):
     assert [proxy.mapToSource(proxy.index(row, 0)).row() for row in range(3)] == [0, 2, 1]
     assert not proxy.mapToSource(proxy.index(5, 0)).isValid()
     table.SetUseFirstColumnAsRowHeader(True)
-    assert model.columnCount() == 1 and model.data(model.index(0, 0)) == "3" and model.mrmlTableColumnIndex(model.index(0, 0)) == 1
+    assert (
+        model.columnCount() == 1 and model.data(model.index(0, 0)) == "3" and model.mrmlTableColumnIndex(model.index(0, 0)) == 1
+    )
     transposed = slicer_harness.FakeTableView(table, transposed=True).tableModel()
-    assert (transposed.rowCount(), transposed.columnCount()) == (1, 3) and transposed.mrmlTableRowIndex(transposed.index(0, 2)) == 2
+    assert (transposed.rowCount(), transposed.columnCount()) == (1, 3) and transposed.mrmlTableRowIndex(
+        transposed.index(0, 2)
+    ) == 2
 
 
 def test_pytorch_extension_stand_in_has_the_extensions_signature():

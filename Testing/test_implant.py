@@ -6,8 +6,7 @@ import pytest
 from LymphNodeQuantLib.anatomy import find_chest_anatomy
 from LymphNodeQuantLib.io import read_volume
 from LymphNodeQuantLib.measure import measure_nodes
-from LymphNodeQuantLib.training.implant import (FORBIDDEN_HIGH_HU, FORBIDDEN_LOW_HU, NODE_HU_RANGE, implant_nodes,
-                                                node_occupancy)
+from LymphNodeQuantLib.training.implant import FORBIDDEN_HIGH_HU, FORBIDDEN_LOW_HU, NODE_HU_RANGE, implant_nodes, node_occupancy
 
 
 @pytest.fixture(scope="module")

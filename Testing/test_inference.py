@@ -83,7 +83,9 @@ def test_instances_numbered_and_small_ones_dropped(phantom):
     everything = segment_volume(phantom.ct, model, "cpu", min_node_volume_mm3=0)
     filtered = segment_volume(phantom.ct, model, "cpu", min_node_volume_mm3=500)
     ids = np.unique(everything.labels.array)
-    assert everything.labels.array.dtype == np.uint16 and ids[0] == 0 and list(ids[1:]) == list(range(1, everything.node_count + 1))
+    assert (
+        everything.labels.array.dtype == np.uint16 and ids[0] == 0 and list(ids[1:]) == list(range(1, everything.node_count + 1))
+    )
     assert 0 < filtered.node_count < everything.node_count
     for node in range(1, filtered.node_count + 1):
         assert (filtered.labels.array == node).sum() * phantom.ct.geometry.voxel_volume_mm3 >= 500
@@ -125,13 +127,20 @@ def test_sliding_window_matches_monai():
     from monai.inferers import sliding_window_inference
 
     torch.manual_seed(0)
-    network = build_network(plain_unet_architecture(features_per_stage=(4, 8), strides=((1, 1, 1), (2, 2, 2)), kernel_sizes=((3, 3, 3),) * 2)).eval()
+    network = build_network(
+        plain_unet_architecture(features_per_stage=(4, 8), strides=((1, 1, 1), (2, 2, 2)), kernel_sizes=((3, 3, 3),) * 2)
+    ).eval()
     image = np.random.default_rng(0).normal(size=(21, 45, 50)).astype(np.float32)
     patch = (8, 16, 16)
     ours = sliding_window_probability(image, WindowPredictor(network, "cpu", batch_size=3), patch, overlap=0.5)
     with torch.no_grad():
         theirs = sliding_window_inference(
-            torch.from_numpy(image)[None, None], patch, 3, lambda x: torch.softmax(network(x), 1)[:, 1:2], overlap=0.5, mode="gaussian"
+            torch.from_numpy(image)[None, None],
+            patch,
+            3,
+            lambda x: torch.softmax(network(x), 1)[:, 1:2],
+            overlap=0.5,
+            mode="gaussian",
         )[0, 0].numpy()
     assert np.abs(ours - theirs).max() < 1e-5
 
@@ -216,12 +225,18 @@ def test_non_oom_errors_are_not_swallowed():
 
 def test_saved_random_model_runs_end_to_end(phantom, tmp_path):
     torch.manual_seed(0)
-    architecture = plain_unet_architecture(features_per_stage=(4, 8), strides=((1, 1, 1), (2, 2, 2)), kernel_sizes=((3, 3, 3),) * 2)
+    architecture = plain_unet_architecture(
+        features_per_stage=(4, 8), strides=((1, 1, 1), (2, 2, 2)), kernel_sizes=((3, 3, 3),) * 2
+    )
     card = {
         "name": "tiny-random",
         "version": "0",
         "architecture": architecture,
-        "input": {"spacing_zyx_mm": [3, 3, 3], "normalization": {"clip_hu": [-150, 350], "mean": 40, "std": 80}, "patch_size_zyx": [16, 32, 32]},
+        "input": {
+            "spacing_zyx_mm": [3, 3, 3],
+            "normalization": {"clip_hu": [-150, 350], "mean": 40, "std": 80},
+            "patch_size_zyx": [16, 32, 32],
+        },
     }
     folder = save_model_folder(tmp_path / "tiny", build_network(architecture), card)
     result = segment_volume(phantom.ct, str(folder), "auto")
@@ -297,8 +312,16 @@ def test_image_smaller_than_a_patch_agrees_with_monai_padding():
     network = _PointwiseNetwork()
     ours = sliding_window_probability(image, WindowPredictor(network, "cpu"), patch, overlap=0.5, pad_value=-3.0)
     with torch.no_grad():
-        theirs = sliding_window_inference(torch.from_numpy(image)[None, None], patch, 2, lambda x: torch.softmax(network(x), 1)[:, 1:2],
-                                          overlap=0.5, mode="gaussian", padding_mode="constant", cval=-3.0)[0, 0].numpy()
+        theirs = sliding_window_inference(
+            torch.from_numpy(image)[None, None],
+            patch,
+            2,
+            lambda x: torch.softmax(network(x), 1)[:, 1:2],
+            overlap=0.5,
+            mode="gaussian",
+            padding_mode="constant",
+            cval=-3.0,
+        )[0, 0].numpy()
     assert ours.shape == image.shape == theirs.shape
     np.testing.assert_allclose(ours, theirs, atol=1e-5)
 
@@ -311,7 +334,9 @@ def test_slab_wise_resample_and_threshold_equals_whole_volume():
     from LymphNodeQuantLib.preprocessing import resampled_geometry
 
     rng = np.random.default_rng(2)
-    probability = Volume(rng.random((12, 20, 18)).astype(np.float32), ImageGeometry((12, 20, 18), (3.0, 2.0, 2.5), (5.0, -3.0, 7.0)))
+    probability = Volume(
+        rng.random((12, 20, 18)).astype(np.float32), ImageGeometry((12, 20, 18), (3.0, 2.0, 2.5), (5.0, -3.0, 7.0))
+    )
     target = resampled_geometry(probability.geometry, (1.1, 0.9, 1.3))
     slab_wise = probability_to_mask(probability, target, 0.5, slab_slices=5)  # several slabs and a short last one
     reference = sitk.Image([int(v) for v in reversed(target.shape_zyx)], sitk.sitkFloat32)

@@ -22,7 +22,9 @@ def brute_force_perpendicular_chord(polygon: np.ndarray, direction: np.ndarray) 
     edges = np.roll(polygon, -1, axis=0) - polygon
 
     def inside(points):  # counter-clockwise convex polygon
-        cross = edges[None, :, 0] * (points[:, None, 1] - polygon[None, :, 1]) - edges[None, :, 1] * (points[:, None, 0] - polygon[None, :, 0])
+        cross = edges[None, :, 0] * (points[:, None, 1] - polygon[None, :, 1]) - edges[None, :, 1] * (
+            points[:, None, 0] - polygon[None, :, 0]
+        )
         return np.all(cross >= -1e-9, axis=1)
 
     along = polygon @ direction
@@ -160,7 +162,17 @@ def test_accuracy_target_on_digitised_ellipsoids(spacing_zyx):
     rng = np.random.default_rng(7)
     pixel = spacing_zyx[1]
     short_errors, long_errors = [], []
-    sizes = [(5.0, 6.0), (6.5, 12.0), (8.0, 8.0), (10.0, 18.0), (12.0, 15.0), (15.0, 27.0), (20.0, 24.0), (25.0, 30.0), (30.0, 30.0)]
+    sizes = [
+        (5.0, 6.0),
+        (6.5, 12.0),
+        (8.0, 8.0),
+        (10.0, 18.0),
+        (12.0, 15.0),
+        (15.0, 27.0),
+        (20.0, 24.0),
+        (25.0, 30.0),
+        (30.0, 30.0),
+    ]
     for number, (short, long) in enumerate(sizes):
         for angle_deg in (0.0, 17.0, 45.0, 71.0, 118.0):
             angle = np.deg2rad(angle_deg + 3.0 * number)
@@ -233,6 +245,9 @@ def test_max_3d_diameter_of_a_box_is_between_face_centres():
     mask[1:4, 1:3, 1:5] = True  # 3 x 2 x 4 voxels
     diameter = max_diameter_3d_mm(mask, (2.0, 1.0, 1.0))
     # extreme face-centre points: (z 6 mm) x (y 1 mm inside by half a voxel) x (x 4 mm)
-    candidates = [np.sqrt((6.0 - a) ** 2 + (2.0 - b) ** 2 + (4.0 - c) ** 2) for a, b, c in ((2.0, 1.0, 1.0), (0.0, 1.0, 1.0), (2.0, 0.0, 1.0), (2.0, 1.0, 0.0))]
+    candidates = [
+        np.sqrt((6.0 - a) ** 2 + (2.0 - b) ** 2 + (4.0 - c) ** 2)
+        for a, b, c in ((2.0, 1.0, 1.0), (0.0, 1.0, 1.0), (2.0, 0.0, 1.0), (2.0, 1.0, 0.0))
+    ]
     assert diameter == pytest.approx(max(candidates))
     assert diameter < np.sqrt(6.0**2 + 2.0**2 + 4.0**2)

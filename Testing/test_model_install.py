@@ -89,8 +89,9 @@ def _zip(entries: dict[str, bytes]) -> bytes:
 @pytest.fixture(scope="module")
 def resenc(tmp_path_factory):
     """A tiny nnU-Net ResEnc results folder with two folds (random weights) and its networks."""
-    folder, networks = make_nnunet_folder(tmp_path_factory.mktemp("resenc"), folds=(0, 1), network_class_name=RESIDUAL_ENCODER_UNET,
-                                          arch_kwargs=RESENC_ARCH_KWARGS)
+    folder, networks = make_nnunet_folder(
+        tmp_path_factory.mktemp("resenc"), folds=(0, 1), network_class_name=RESIDUAL_ENCODER_UNET, arch_kwargs=RESENC_ARCH_KWARGS
+    )
     return folder, networks
 
 
@@ -101,11 +102,16 @@ def published(resenc, server, tmp_path, monkeypatch):
     assets = {"tiny-resenc-1.0.0-meta.zip": _zip({n: (folder / n).read_bytes() for n in ("dataset.json", "plans.json")})}
     for fold in (0, 1):
         assets[f"tiny-resenc-1.0.0-fold{fold}.zip"] = _zip(
-            {f"{PLANS_FOLDER}/fold_{fold}/checkpoint_final.pth": (folder / f"fold_{fold}" / "checkpoint_final.pth").read_bytes()})
+            {f"{PLANS_FOLDER}/fold_{fold}/checkpoint_final.pth": (folder / f"fold_{fold}" / "checkpoint_final.pth").read_bytes()}
+        )
     server.files.update(assets)
     entry = {
-        "publisher": "test-lab", "name": "tiny-resenc", "version": "1.0.0", "licence": "CC BY-NC 4.0",
-        "licence_requires_acceptance": True, "recommended_use": "Tests only. Not for diagnostic use.",
+        "publisher": "test-lab",
+        "name": "tiny-resenc",
+        "version": "1.0.0",
+        "licence": "CC BY-NC 4.0",
+        "licence_requires_acceptance": True,
+        "recommended_use": "Tests only. Not for diagnostic use.",
         "url_template": f"http://127.0.0.1:{server.server_address[1]}/{{filename}}",
         "assets": [{"role": "meta", "filename": "tiny-resenc-1.0.0-meta.zip"}]
         + [{"role": "fold", "fold": f, "filename": f"tiny-resenc-1.0.0-fold{f}.zip"} for f in (0, 1)],
@@ -122,8 +128,11 @@ def published(resenc, server, tmp_path, monkeypatch):
 
 
 def _leftovers(models_dir: Path) -> list[str]:
-    return sorted(p.name for p in models_dir.iterdir() if p.name.startswith((".staging", ".previous", ".removing"))) \
-        if models_dir.exists() else []
+    return (
+        sorted(p.name for p in models_dir.iterdir() if p.name.startswith((".staging", ".previous", ".removing")))
+        if models_dir.exists()
+        else []
+    )
 
 
 def test_resenc_results_folder_loads_exactly_and_segments(resenc):
@@ -206,8 +215,11 @@ def test_zip_without_a_model_and_escaping_zip_are_refused(tmp_path, monkeypatch)
 def test_exported_nnunet_zip_url_and_existing_model(resenc, server, tmp_path, monkeypatch):
     monkeypatch.setenv("LNQ_MODELS_DIR", str(tmp_path / "models"))
     folder, _ = resenc
-    exported = {f"Dataset901_TinyLNQ/{folder.name}/{p.relative_to(folder).as_posix()}": p.read_bytes()
-                for p in folder.rglob("*") if p.is_file()}  # the layout nnUNetv2_export_model_to_zip writes
+    exported = {
+        f"Dataset901_TinyLNQ/{folder.name}/{p.relative_to(folder).as_posix()}": p.read_bytes()
+        for p in folder.rglob("*")
+        if p.is_file()
+    }  # the layout nnUNetv2_export_model_to_zip writes
     server.files["export.zip"] = _zip(exported)
     url = f"http://127.0.0.1:{server.server_address[1]}/export.zip"
     with pytest.raises(InputError, match="--sha256"):

@@ -89,7 +89,9 @@ def test_save_refuses_existing_and_mismatched(tiny_model, tmp_path):
         save_model_folder(folder, network, tiny_card())
     save_model_folder(folder, network, tiny_card(), overwrite=True)
     other = tiny_card()
-    other["architecture"] = plain_unet_architecture(features_per_stage=(8, 16), strides=((1, 1, 1), (2, 2, 2)), kernel_sizes=((3, 3, 3),) * 2)
+    other["architecture"] = plain_unet_architecture(
+        features_per_stage=(8, 16), strides=((1, 1, 1), (2, 2, 2)), kernel_sizes=((3, 3, 3),) * 2
+    )
     with pytest.raises(ModelError, match="do not match"):
         save_model_folder(tmp_path / "other", network, other)
     assert not (tmp_path / "other" / "model.json").exists()

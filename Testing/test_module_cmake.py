@@ -16,7 +16,11 @@ def _cmake():
     cmake = shutil.which("cmake")
     compiler = any(shutil.which(name) for name in ("c++", "g++", "clang++"))
     if cmake is None or not compiler:
-        reason = "cmake not installed (pip install -e '.[test]' installs it)" if cmake is None else "no C++ compiler: CMake's project() needs one"
+        reason = (
+            "cmake not installed (pip install -e '.[test]' installs it)"
+            if cmake is None
+            else "no C++ compiler: CMake's project() needs one"
+        )
         if os.environ.get("CI"):
             pytest.fail(f"{reason}: CI must run the CMake test, not skip it")
         pytest.skip(reason)
@@ -48,20 +52,31 @@ def test_module_scripts_and_resources_are_all_listed(configured, repo_root):
     python_files = {p.relative_to(module_dir).as_posix() for p in module_dir.rglob("*.py") if "__pycache__" not in p.parts}
     assert python_files <= configured["script"], f"not in CMakeLists.txt: {sorted(python_files - configured['script'])}"
     assert {"Resources/UI/LymphNodeQuant.ui", "Resources/Icons/LymphNodeQuant.png"} <= configured["resource"]
-    models = {p.relative_to(module_dir).as_posix() for p in (module_dir / "Resources" / "Models").rglob("*") if p.is_file() and not p.name.startswith(".")}
+    models = {
+        p.relative_to(module_dir).as_posix()
+        for p in (module_dir / "Resources" / "Models").rglob("*")
+        if p.is_file() and not p.name.startswith(".")
+    }
     assert models <= configured["resource"], f"model files not installed: {sorted(models - configured['resource'])}"
     # slicerMacroBuildScriptedModule hands every script to ctkMacroCompilePythonScript
     assert {f"LymphNodeQuant {name}" for name in python_files} <= configured["python_script"]
 
 
 def test_engine_package_is_installed_beside_the_module(configured, repo_root):
-    engine_files = {p.relative_to(repo_root).as_posix() for p in (repo_root / "LymphNodeQuantLib").rglob("*.py") if "__pycache__" not in p.parts}
+    engine_files = {
+        p.relative_to(repo_root).as_posix()
+        for p in (repo_root / "LymphNodeQuantLib").rglob("*.py")
+        if "__pycache__" not in p.parts
+    }
     assert {f"LymphNodeQuantLib {name}" for name in engine_files} <= configured["python_script"]
     listed_engine = {value.split(" ", 1)[1] for value in configured["python_script"] if value.startswith("LymphNodeQuantLib ")}
     assert listed_engine == engine_files
     # the engine's data files too (pyproject.toml's package data), e.g. the published-models registry
-    data_files = {p.relative_to(repo_root).as_posix() for p in (repo_root / "LymphNodeQuantLib").rglob("*") if p.is_file()
-                  and p.suffix not in (".py", ".pyc") and "__pycache__" not in p.parts}
+    data_files = {
+        p.relative_to(repo_root).as_posix()
+        for p in (repo_root / "LymphNodeQuantLib").rglob("*")
+        if p.is_file() and p.suffix not in (".py", ".pyc") and "__pycache__" not in p.parts
+    }
     assert "LymphNodeQuantLib/model_install/published_models.json" in data_files
     listed_data = {value for value in configured.get("python_resource", set()) if value.startswith("LymphNodeQuantLib ")}
     assert listed_data == {f"LymphNodeQuantLib {name}" for name in data_files}

@@ -18,7 +18,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 import slicer_harness
 from slicer_harness import MODULE_DIR, REPO_ROOT
 
@@ -97,7 +96,9 @@ _OLD_SLICER_IMPORT = textwrap.dedent(
 
 
 def test_an_old_slicer_loads_the_module_and_is_refused_with_a_clear_message():
-    result = subprocess.run([sys.executable, "-c", _OLD_SLICER_IMPORT, str(REPO_ROOT / "Testing")], capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", _OLD_SLICER_IMPORT, str(REPO_ROOT / "Testing")], capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert "needs 3D Slicer 5.10 or later" in report["reason"] and "this is 3D Slicer 5.8" in report["reason"]
@@ -152,7 +153,9 @@ def test_module_imports_from_the_source_tree_and_from_the_built_extension(layout
     else:  # <Slicer>/lib/Slicer-5.x/qt-scripted-modules/{LymphNodeQuant.py, LymphNodeQuantMRML/, LymphNodeQuantLib/}
         module_dir = engine_parent = tmp_path / "lib" / "qt-scripted-modules"
     _copy_module(module_dir)
-    shutil.copytree(REPO_ROOT / "LymphNodeQuantLib", engine_parent / "LymphNodeQuantLib", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        REPO_ROOT / "LymphNodeQuantLib", engine_parent / "LymphNodeQuantLib", ignore=shutil.ignore_patterns("__pycache__")
+    )
     result = subprocess.run(
         [sys.executable, "-c", _LOAD_FROM, str(module_dir), str(REPO_ROOT / "Testing")],
         capture_output=True, text=True, timeout=300, cwd=str(tmp_path),

@@ -14,15 +14,15 @@ import sys
 import time
 
 import pytest
-
 import slicer_harness
 from slicer_harness import MODULE_DIR
 
 if str(MODULE_DIR) not in sys.path:
     sys.path.insert(0, str(MODULE_DIR))
 
-from LymphNodeQuantLib.errors import CancelledError  # noqa: E402
 from LymphNodeQuantMRML import dependencies, pip_install_guarded  # noqa: E402
+
+from LymphNodeQuantLib.errors import CancelledError  # noqa: E402
 
 GUARD = str(dependencies.GUARDED_PIP_SCRIPT)
 
@@ -63,7 +63,9 @@ def test_plan_names_what_is_missing_and_what_pytorch_needs():
     assert "never replaced" in text
     assert "numpy " + importlib.metadata.version("numpy") in plan.details()
 
-    old = dependencies.plan_installation(version_of=lambda name: "2.2.1" if name == "torch" else dependencies.installed_version(name))
+    old = dependencies.plan_installation(
+        version_of=lambda name: "2.2.1" if name == "torch" else dependencies.installed_version(name)
+    )
     assert old.torch_action == "upgrade" and old.torch_installed == "2.2.1" and "too old" in old.dialog_text()
     assert old.restart_needed == ("torch" in sys.modules)
     without_vision = dependencies.plan_installation(_importable_except("torchvision"))
@@ -86,7 +88,14 @@ def test_torch_is_asked_of_the_pytorch_extension_once_without_a_second_dialog(mr
     extension = slicer_harness.FakePyTorchUtils()
     monkeypatch.setitem(sys.modules, "PyTorchUtils", extension)
     assert module.LymphNodeQuantLogic.installTorchThroughExtension(dependencies.TORCH.specifier) is True
-    assert extension.calls == [{"askConfirmation": False, "forceComputationBackend": None, "torchVersionRequirement": ">=2.8", "torchvisionVersionRequirement": None}]
+    assert extension.calls == [
+        {
+            "askConfirmation": False,
+            "forceComputationBackend": None,
+            "torchVersionRequirement": ">=2.8",
+            "torchvisionVersionRequirement": None,
+        }
+    ]
     plan = dependencies.plan_installation(_importable_except("torch"))
     dependencies.install_torch(plan, module.LymphNodeQuantLogic.installTorchThroughExtension)
     assert len(extension.calls) == 2
@@ -128,7 +137,9 @@ def test_blocking_install_runs_the_guarded_pip_and_checks_the_result():
 
 # ---------------------------------------------------------------------------- the guarded pip process
 def test_guard_finds_protected_packages_in_a_pip_report():
-    report = {"install": [{"metadata": {"name": "monai", "version": "1.6.1"}}, {"metadata": {"name": "NumPy", "version": "2.4.6"}}]}
+    report = {
+        "install": [{"metadata": {"name": "monai", "version": "1.6.1"}}, {"metadata": {"name": "NumPy", "version": "2.4.6"}}]
+    }
     resolved = pip_install_guarded.resolved_distributions(report)
     assert pip_install_guarded.protected_conflicts(resolved, ["numpy", "SimpleITK"]) == [("NumPy", "2.4.6")]
     assert pip_install_guarded.protected_conflicts(resolved, ["simple-itk"]) == []
@@ -149,14 +160,18 @@ def test_guard_turns_pip_output_into_progress():
 def _guard(tmp_path, *arguments):
     constraints = tmp_path / "constraints.txt"
     constraints.write_text(dependencies.constraints_text())
-    result = subprocess.run([sys.executable, GUARD, "--constraints", str(constraints), *arguments], capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, GUARD, "--constraints", str(constraints), *arguments], capture_output=True, text=True, timeout=300
+    )
     events = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     return result.returncode, events, result.stderr
 
 
 def test_guard_refuses_a_resolution_that_would_replace_a_protected_package(tmp_path):
     # resolved as if nothing were installed, tqdm would be (re)installed: protected, so refused
-    code, events, log = _guard(tmp_path, "--protect=tqdm", "--pip-option=--ignore-installed", "--dry-run-only", "--", "tqdm==4.70.1")
+    code, events, log = _guard(
+        tmp_path, "--protect=tqdm", "--pip-option=--ignore-installed", "--dry-run-only", "--", "tqdm==4.70.1"
+    )
     assert code == 3, log[-3000:]
     assert events[-1]["event"] == "error" and events[-1]["conflicts"] == [["tqdm", "4.70.1"]]
     assert "must not be replaced; nothing was installed" in events[-1]["message"]
@@ -167,7 +182,9 @@ def test_guard_reports_an_unresolvable_requirement_with_pips_reason(tmp_path):
     other = "2.2.6" if importlib.metadata.version("numpy") != "2.2.6" else "2.4.6"
     code, events, log = _guard(tmp_path, "--protect=numpy", "--dry-run-only", "--", f"numpy=={other}")
     assert code == 2, log[-3000:]
-    assert events[-1]["event"] == "error" and "pip could not resolve" in events[-1]["message"] and "numpy" in events[-1]["message"]
+    assert (
+        events[-1]["event"] == "error" and "pip could not resolve" in events[-1]["message"] and "numpy" in events[-1]["message"]
+    )
 
 
 def test_background_job_installs_exactly_the_resolved_packages_with_progress(tmp_path):
@@ -186,7 +203,9 @@ def test_background_job_installs_exactly_the_resolved_packages_with_progress(tmp
 
 def test_background_job_failure_is_a_dependency_error_and_cancel_stops_it(tmp_path):
     job = dependencies.PipInstallJob(["connected-components-3d==0.0.0.0"], python_executable=sys.executable, dry_run_only=True)
-    with pytest.raises(dependencies.DependencyError, match="Could not install connected-components-3d==0.0.0.0.*pip could not resolve"):
+    with pytest.raises(
+        dependencies.DependencyError, match="Could not install connected-components-3d==0.0.0.0.*pip could not resolve"
+    ):
         job.wait()
     slow = dependencies.PipInstallJob(["tqdm==4.70.1"], python_executable=sys.executable, dry_run_only=True)
     deadline = time.monotonic() + 60

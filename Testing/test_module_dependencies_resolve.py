@@ -25,7 +25,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from slicer_harness import MODULE_DIR
 
 if str(MODULE_DIR) not in sys.path:
@@ -147,5 +146,8 @@ def test_slicer_5_8_python_cannot_install_the_pins_which_is_why_it_is_refused(tm
     if code != 0 and missing:
         _fail_or_skip_unreachable(info["python"], missing, output)
     assert code != 0, "the pins resolved for Python 3.9: Slicer 5.8 might be supportable after all"
-    assert re.search(r"No matching distribution found for (monai|safetensors|connected-components-3d|tqdm|timm|einops|dynamic-network-architectures)", output), output[-3000:]
+    assert re.search(
+        r"No matching distribution found for (monai|safetensors|connected-components-3d|tqdm|timm|einops|dynamic-network-architectures)",
+        output,
+    ), output[-3000:]
     assert compatibility.unsupported_reason((5, 8), (3, 9))

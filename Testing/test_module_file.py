@@ -7,10 +7,9 @@ from __future__ import annotations
 import os
 
 import pytest
-
 import slicer_harness
-from slicer_harness import slicer_scene as _slicer_scene_fixture  # noqa: F401  (registers the "slicer_scene" fixture)
 from slicer_harness import packaged_model as _packaged_model_fixture  # noqa: F401  (registers the "packaged_model" fixture)
+from slicer_harness import slicer_scene as _slicer_scene_fixture  # noqa: F401  (registers the "slicer_scene" fixture)
 
 pytestmark = pytest.mark.mrml
 
@@ -41,7 +40,9 @@ def test_module_file_follows_the_scripted_module_template(module):
     assert parent.title == "Lymph Node Quant" and parent.categories == ["Segmentation"]
     assert "short axis" in parent.helpText
     assert parent.icon == str(slicer_harness.MODULE_DIR / "Resources" / "Icons" / "LymphNodeQuant.png")
-    assert instance.resourcePath("UI/LymphNodeQuant.ui") == str(slicer_harness.MODULE_DIR / "Resources" / "UI" / "LymphNodeQuant.ui")
+    assert instance.resourcePath("UI/LymphNodeQuant.ui") == str(
+        slicer_harness.MODULE_DIR / "Resources" / "UI" / "LymphNodeQuant.ui"
+    )
     # The widget needs Qt, and says so instead of silently doing nothing.
     with pytest.raises((RuntimeError, AttributeError), match="Qt"):
         module.LymphNodeQuantWidget(None).setup()

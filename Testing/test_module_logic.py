@@ -12,10 +12,9 @@ import time
 
 import numpy as np
 import pytest
-
 import slicer_harness
-from slicer_harness import slicer_scene as _slicer_scene_fixture  # noqa: F401  (registers the "slicer_scene" fixture)
 from slicer_harness import packaged_model as _packaged_model_fixture  # noqa: F401  (registers the "packaged_model" fixture)
+from slicer_harness import slicer_scene as _slicer_scene_fixture  # noqa: F401  (registers the "slicer_scene" fixture)
 
 pytestmark = pytest.mark.mrml
 
@@ -77,8 +76,9 @@ def test_background_process_gives_the_same_segmentation_as_the_engine(module, mr
 
 
 def test_gui_flow_cancel_midway_kills_the_process_and_leaves_the_scene_unchanged(module, mrml_scene, phantom, packaged_model):
-    from LymphNodeQuantLib.errors import CancelledError
     from LymphNodeQuantMRML.transaction import node_ids
+
+    from LymphNodeQuantLib.errors import CancelledError
 
     logic = module.LymphNodeQuantLogic()
     ct = _add_ct(mrml_scene, phantom.ct)
@@ -137,9 +137,10 @@ def test_a_ct_without_nodes_gives_an_empty_result_not_an_error(module, mrml_scen
 
 
 def test_measure_table_matches_the_engine_and_marks_enlarged_nodes(module, mrml_scene, phantom):
-    from LymphNodeQuantLib.measure import NODE_TABLE_COLUMNS, measure_nodes, measurements_to_rows
     from LymphNodeQuantMRML import tables
     from LymphNodeQuantMRML.segmentations import add_segmentation_node
+
+    from LymphNodeQuantLib.measure import NODE_TABLE_COLUMNS, measure_nodes, measurements_to_rows
 
     logic = module.LymphNodeQuantLogic()
     ct = _add_ct(mrml_scene, phantom.ct)
@@ -168,22 +169,27 @@ def test_measure_table_matches_the_engine_and_marks_enlarged_nodes(module, mrml_
 
 
 def test_reference_on_another_grid_is_resampled_and_scored_like_the_engine(module, mrml_scene, phantom):
-    from LymphNodeQuantLib.evaluate import evaluate_case, resample_labels_onto
-    from LymphNodeQuantLib.geometry import ImageGeometry
     from LymphNodeQuantMRML import tables
     from LymphNodeQuantMRML.segmentations import add_segmentation_node
+
+    from LymphNodeQuantLib.evaluate import evaluate_case, resample_labels_onto
+    from LymphNodeQuantLib.geometry import ImageGeometry
 
     logic = module.LymphNodeQuantLogic()
     ct = _add_ct(mrml_scene, phantom.ct)
     prediction = add_segmentation_node(mrml_scene, phantom.partial_labels, "prediction", reference_volume_node=ct)
     grid = phantom.ct.geometry
-    fine_grid = ImageGeometry(tuple(2 * n for n in grid.shape_zyx), tuple(s / 2 for s in grid.spacing_zyx_mm), grid.origin_lps_mm, grid.direction_lps)
+    fine_grid = ImageGeometry(
+        tuple(2 * n for n in grid.shape_zyx), tuple(s / 2 for s in grid.spacing_zyx_mm), grid.origin_lps_mm, grid.direction_lps
+    )
     fine_reference = resample_labels_onto(phantom.node_labels, fine_grid)
     reference = add_segmentation_node(mrml_scene, fine_reference, "fine reference")
     table = logic.compare(prediction, reference)
     assert any("resampled onto the reference grid" in message for message in logic.messages)
     rows = {row["metric"]: row["value"] for row in tables.table_row_dicts(table)}
-    engine = evaluate_case(phantom.partial_labels, fine_reference, foreground="nonzero", resample_prediction=True, detection_nodes="labels")
+    engine = evaluate_case(
+        phantom.partial_labels, fine_reference, foreground="nonzero", resample_prediction=True, detection_nodes="labels"
+    )
     for metric in ("dice", "assd_mm", "hd95_mm", "true_positives", "false_negatives", "false_positives", "reference_nodes"):
         assert rows[metric] == pytest.approx(float(getattr(engine, metric)), abs=1e-9), metric
     assert rows["resampled_prediction"] == 1.0
@@ -195,8 +201,9 @@ def test_reference_on_another_grid_is_resampled_and_scored_like_the_engine(modul
 
 
 def test_compare_refuses_missing_or_identical_reference(module, mrml_scene, phantom):
-    from LymphNodeQuantLib.errors import InputError
     from LymphNodeQuantMRML.segmentations import add_segmentation_node
+
+    from LymphNodeQuantLib.errors import InputError
 
     logic = module.LymphNodeQuantLogic()
     ct = _add_ct(mrml_scene, phantom.ct)
@@ -215,11 +222,11 @@ def test_demo_case_end_to_end_from_files(module, mrml_scene, tmp_path, full_size
     same flow on a small phantom written the same way. Both use the packaged model.
     """
     import slicer
+    from LymphNodeQuantMRML import tables
 
     from LymphNodeQuantLib.evaluate import evaluate_case
     from LymphNodeQuantLib.io import read_volume
     from LymphNodeQuantLib.synthetic import make_phantom, write_lnq_case
-    from LymphNodeQuantMRML import tables
 
     if full_size:
         from LymphNodeQuantLib.cli import main

@@ -8,15 +8,15 @@ import textwrap
 import time
 
 import pytest
-
 from slicer_harness import MODULE_DIR
 
 if str(MODULE_DIR) not in sys.path:
     sys.path.insert(0, str(MODULE_DIR))
 
+from LymphNodeQuantMRML.runner import EngineProcess, EngineProcessError, engine_environment, parse_event_line  # noqa: E402
+
 from LymphNodeQuantLib.errors import CancelledError  # noqa: E402
 from LymphNodeQuantLib.progress import CancelToken  # noqa: E402
-from LymphNodeQuantMRML.runner import EngineProcess, EngineProcessError, engine_environment, parse_event_line  # noqa: E402
 
 
 def _python(script: str) -> list[str]:
@@ -142,7 +142,9 @@ def test_wait_honours_a_cancel_token():
 def test_engine_environment_makes_the_engine_importable_in_the_child(tmp_path):
     env = engine_environment()
     env["PYTHONPATH"] = env["PYTHONPATH"]  # as built, nothing else
-    script = "import json, LymphNodeQuantLib; print(json.dumps({'event': 'done', 'outputs': {'file': LymphNodeQuantLib.__file__}}))"
+    script = (
+        "import json, LymphNodeQuantLib; print(json.dumps({'event': 'done', 'outputs': {'file': LymphNodeQuantLib.__file__}}))"
+    )
     outputs = EngineProcess([sys.executable, "-S", "-c", script], env=env, cwd=str(tmp_path)).wait()
     import LymphNodeQuantLib
 

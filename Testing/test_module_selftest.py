@@ -17,14 +17,23 @@ import sys
 import textwrap
 
 import pytest
-
 import slicer_harness
-from slicer_harness import slicer_scene as _slicer_scene_fixture  # noqa: F401  (registers the "slicer_scene" fixture)
 from slicer_harness import packaged_model as _packaged_model_fixture  # noqa: F401  (registers the "packaged_model" fixture)
+from slicer_harness import slicer_scene as _slicer_scene_fixture  # noqa: F401  (registers the "slicer_scene" fixture)
 
 pytestmark = pytest.mark.mrml
 
-ENGINE_PACKAGES = ("torch", "torchvision", "monai", "safetensors", "dynamic_network_architectures", "timm", "einops", "tqdm", "cc3d")
+ENGINE_PACKAGES = (
+    "torch",
+    "torchvision",
+    "monai",
+    "safetensors",
+    "dynamic_network_architectures",
+    "timm",
+    "einops",
+    "tqdm",
+    "cc3d",
+)
 NEEDS_NO_TORCH = {"test_BadInput", "test_SegmentationRoundTrip"}
 NEEDS_CC3D = {"test_MeasureAndCompareReference"}
 NEEDS_TORCH = {"test_SegmentMeasureCompare", "test_CancelLeavesSceneUnchanged"}

@@ -31,7 +31,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 import slicer_harness
 from slicer_harness import MODULE_DIR
 
@@ -102,12 +101,12 @@ def _exercise_module(module):
     Logic's other paths (existing output node, transformed CT, refilled tables, reference without
     geometry, failed transaction)."""
     import slicer
-
-    from LymphNodeQuantLib.synthetic import make_phantom
     from LymphNodeQuantMRML.core import SegmentationOutcome
     from LymphNodeQuantMRML.segmentations import add_segmentation_node, segment_id_for_label
     from LymphNodeQuantMRML.transaction import SceneTransaction
     from LymphNodeQuantMRML.volumes import add_volume_node
+
+    from LymphNodeQuantLib.synthetic import make_phantom
 
     test = module.LymphNodeQuantTest()
     for name in ("test_BadInput", "test_SegmentationRoundTrip", "test_MeasureAndCompareReference"):
@@ -161,7 +160,11 @@ def used_api():
 def test_every_vtk_style_name_in_the_source_is_accounted_for(used_api):
     recorded, known = used_api
     recorded_names = {name for _, name in recorded}
-    unaccounted = sorted((name, where) for cls, name, where in source_vtk_names() if cls is None and name not in recorded_names and name not in UNRECORDED_CALLS)
+    unaccounted = sorted(
+        (name, where)
+        for cls, name, where in source_vtk_names()
+        if cls is None and name not in recorded_names and name not in UNRECORDED_CALLS
+    )
     assert unaccounted == [], (
         "calls the test does not know the class of: exercise them in _exercise_module, or add them to UNRECORDED_CALLS: "
         f"{unaccounted}"
@@ -187,7 +190,9 @@ print(json.dumps({"version": getattr(slicer, "__version__", ""), "missing": miss
 
 
 def _missing_in(pairs, env=None):
-    result = subprocess.run([sys.executable, "-c", _CHECK], input=json.dumps(pairs), capture_output=True, text=True, env=env, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", _CHECK], input=json.dumps(pairs), capture_output=True, text=True, env=env, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])["missing"]
 
@@ -201,7 +206,11 @@ def test_every_slicer_method_exists_in_the_installed_slicer_core(used_api):
 def _oldest_slicer_core() -> Path:
     configured = os.environ.get("LNQ_OLD_SLICER_CORE_DIR")
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    folder = Path(configured) if configured else cache / "LymphNodeQuant-tests" / f"slicer-core-{OLDEST_SLICER_CORE}-py{sys.version_info[0]}{sys.version_info[1]}"
+    folder = (
+        Path(configured)
+        if configured
+        else cache / "LymphNodeQuant-tests" / f"slicer-core-{OLDEST_SLICER_CORE}-py{sys.version_info[0]}{sys.version_info[1]}"
+    )
     if (folder / ".complete").is_file():
         return folder
     command = [sys.executable, "-m", "pip", "install", "--disable-pip-version-check", "--no-deps", "--only-binary=:all:", "--upgrade",

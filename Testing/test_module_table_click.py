@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 import slicer_harness
 from slicer_harness import slicer_scene as _slicer_scene_fixture  # noqa: F401  (registers the "slicer_scene" fixture)
 
@@ -21,9 +20,10 @@ pytestmark = pytest.mark.mrml
 @pytest.fixture
 def measured(slicer_scene):
     module = slicer_harness.load_module()
-    from LymphNodeQuantLib.synthetic import make_phantom
     from LymphNodeQuantMRML.segmentations import add_segmentation_node
     from LymphNodeQuantMRML.volumes import add_volume_node
+
+    from LymphNodeQuantLib.synthetic import make_phantom
 
     phantom = make_phantom((30, 64, 64), (3.0, 5.0, 5.0), seed=8)
     ct = add_volume_node(slicer_scene, phantom.ct, "CT")
@@ -40,7 +40,10 @@ def _clicked_node(module, logic, view, view_row):
     if center is None:
         return None
     segmentation = logic.core.scene.GetNodeByID(table.GetAttribute("LymphNodeQuant.SegmentationNodeID"))
-    names = [segmentation.GetSegmentation().GetNthSegment(i).GetName() for i in range(segmentation.GetSegmentation().GetNumberOfSegments())]
+    names = [
+        segmentation.GetSegmentation().GetNthSegment(i).GetName()
+        for i in range(segmentation.GetSegmentation().GetNumberOfSegments())
+    ]
     ids = [segmentation.GetSegmentation().GetNthSegmentID(i) for i in range(len(names))]
     hits = [name for name, segment_id in zip(names, ids) if np.allclose(segmentation.GetSegmentCenterRAS(segment_id), center)]
     assert len(hits) == 1, hits

@@ -6,7 +6,6 @@ import sys
 
 import numpy as np
 import pytest
-
 from slicer_harness import MODULE_DIR
 
 if str(MODULE_DIR) not in sys.path:
@@ -150,7 +149,9 @@ def test_seg_nrrd_save_and_reload_round_trips(mrml_scene, oblique_phantom, tmp_p
     volumes, segmentations, _, terminology, _ = _bridge()
     ct_node = volumes.add_volume_node(mrml_scene, oblique_phantom.ct, "ct")
     info = segmentations.ModelInfo(name="lnq-test", version="2.0", device="cpu", engine_version="0.1.0")
-    node = segmentations.add_segmentation_node(mrml_scene, oblique_phantom.node_labels, "nodes", model_info=info, reference_volume_node=ct_node)
+    node = segmentations.add_segmentation_node(
+        mrml_scene, oblique_phantom.node_labels, "nodes", model_info=info, reference_volume_node=ct_node
+    )
     writer = mrml_scene.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
     writer.SetFileName(str(tmp_path / "nodes.seg.nrrd"))
     assert writer.WriteData(node)
@@ -191,14 +192,18 @@ def test_transaction_removes_only_the_nodes_added_inside_a_failed_block(mrml_sce
 
 def test_table_node_carries_units_descriptions_and_typed_columns(mrml_scene):
     import vtk
-
     from LymphNodeQuantMRML import plots, tables
 
     rows = [
         {"node_id": 1, "short_axis_mm": 12.5, "enlarged": True, "centroid_ras_mm": (1.0, 2.0, 3.0)},
         {"node_id": 2, "short_axis_mm": 6.25, "enlarged": False, "centroid_ras_mm": (4.0, 5.0, 6.0)},
     ]
-    columns = [("node_id", "", "Node number"), ("short_axis_mm", "mm", "RECIST short axis"), ("enlarged", "", "short axis >= 10 mm"), ("centroid_ras_mm", "mm", "centre")]
+    columns = [
+        ("node_id", "", "Node number"),
+        ("short_axis_mm", "mm", "RECIST short axis"),
+        ("enlarged", "", "short axis >= 10 mm"),
+        ("centroid_ras_mm", "mm", "centre"),
+    ]
     table = tables.add_table_node(mrml_scene, "nodes", rows, columns)
     assert table.GetNumberOfRows() == 2
     assert table.GetColumnUnitLabel("short_axis_mm") == "mm"

@@ -6,7 +6,6 @@ import sys
 
 import numpy as np
 import pytest
-
 from slicer_harness import MODULE_DIR
 
 if str(MODULE_DIR) not in sys.path:
@@ -16,10 +15,11 @@ pytestmark = pytest.mark.mrml
 
 
 def test_engine_seg_nrrd_loads_with_names_terminology_and_label_identity(mrml_scene, tmp_path):
-    from LymphNodeQuantLib.segmentation_io import write_segmentation
-    from LymphNodeQuantLib.synthetic import make_phantom
     from LymphNodeQuantMRML import segmentations, terminology
     from LymphNodeQuantMRML.volumes import add_volume_node
+
+    from LymphNodeQuantLib.segmentation_io import write_segmentation
+    from LymphNodeQuantLib.synthetic import make_phantom
 
     phantom = make_phantom((30, 64, 64), (3.0, 5.0, 5.0), seed=8)
     path = write_segmentation(tmp_path / "nodes.seg.nrrd", phantom.node_labels)

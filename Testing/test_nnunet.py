@@ -5,16 +5,14 @@ import json
 import numpy as np
 import pytest
 import torch
+from nnunet_folders import make_nnunet_folder
 
 from LymphNodeQuantLib.cli import main
 from LymphNodeQuantLib.errors import ModelError
 from LymphNodeQuantLib.inference import segment_volume
 from LymphNodeQuantLib.io import read_volume, write_volume
 from LymphNodeQuantLib.models.model_folder import load_model, load_model_card
-from LymphNodeQuantLib.models.networks import build_network
 from LymphNodeQuantLib.synthetic import make_phantom
-
-from nnunet_folders import make_nnunet_folder
 
 
 def test_card_follows_plans(tmp_path):
@@ -45,8 +43,9 @@ def test_folds_are_ensembled_by_logit_average(tmp_path):
     twin_folder, (single, _) = make_nnunet_folder(tmp_path / "twins", folds=(0, 1), fold_seeds={0: 7, 1: 7})
     with torch.no_grad():
         assert torch.allclose(load_model(twin_folder).network(x), single.eval()(x), atol=1e-6)  # a sum without /n fails
-    pair, (first, second) = make_nnunet_folder(tmp_path / "pair", folds=(0, 1), fold_seeds={0: 1, 1: 2},
-                                               checkpoint_extra={"logging": {"ema": np.float64(0.5)}})
+    pair, (first, second) = make_nnunet_folder(
+        tmp_path / "pair", folds=(0, 1), fold_seeds={0: 1, 1: 2}, checkpoint_extra={"logging": {"ema": np.float64(0.5)}}
+    )
     swapped, _ = make_nnunet_folder(tmp_path / "swapped", folds=(0, 1), fold_seeds={0: 2, 1: 1})
     loaded = load_model(pair)
     with torch.no_grad():

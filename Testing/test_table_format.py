@@ -15,7 +15,15 @@ from LymphNodeQuantLib.training.plots import write_metrics_csv
 
 def test_cell_convention():
     assert [csv_cell(v) for v in (None, float("nan"), np.float32("inf"), True, 3, 2.0 / 3.0, np.int64(7), [1.5, None])] == [
-        "", "", "", "true", "3", "0.666667", "7", "1.5; "]
+        "",
+        "",
+        "",
+        "true",
+        "3",
+        "0.666667",
+        "7",
+        "1.5; ",
+    ]
 
 
 def test_no_value_is_an_empty_cell_in_every_csv_and_null_in_json(tmp_path):

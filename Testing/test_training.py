@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 import torch  # a hard dependency: a broken install must fail, not skip
 
 from LymphNodeQuantLib.errors import InputError, ModelError, OutputExistsError
@@ -38,10 +37,19 @@ TINY_SHAPE, TINY_SPACING = (40, 96, 96), (3.0, 3.5, 3.5)
 
 def tiny_config(**overrides) -> TrainingConfig:
     values = dict(
-        spacing_zyx_mm=TINY_SPACING, patch_size_zyx=(16, 32, 32), epochs=2, iterations_per_epoch=2, batch_size=2,
-        architecture=plain_unet_architecture(features_per_stage=(4, 8, 16), strides=((1, 1, 1), (1, 2, 2), (2, 2, 2)),
-                                             kernel_sizes=((1, 3, 3), (3, 3, 3), (3, 3, 3))),
-        num_threads=1, seed=3, strategy="masking",
+        spacing_zyx_mm=TINY_SPACING,
+        patch_size_zyx=(16, 32, 32),
+        epochs=2,
+        iterations_per_epoch=2,
+        batch_size=2,
+        architecture=plain_unet_architecture(
+            features_per_stage=(4, 8, 16),
+            strides=((1, 1, 1), (1, 2, 2), (2, 2, 2)),
+            kernel_sizes=((1, 3, 3), (3, 3, 3), (3, 3, 3)),
+        ),
+        num_threads=1,
+        seed=3,
+        strategy="masking",
     )
     values.update(overrides)
     return TrainingConfig(**values)
@@ -56,9 +64,16 @@ def phantom():
 def phantom_case(phantom) -> CachedCase:
     """A phantom as a cached training case on its own grid (no crop/resample), partial labels."""
     hu = phantom.ct.array
-    return CachedCase("p5", "train", "partial", ((np.clip(hu, -250, 450)) / 150.0).astype(np.float32), hu.astype(np.int16),
-                      phantom.partial_labels.array.copy(), phantom_anatomy_to_totalseg(phantom.anatomy_labels.array),
-                      phantom.ct.geometry)
+    return CachedCase(
+        "p5",
+        "train",
+        "partial",
+        ((np.clip(hu, -250, 450)) / 150.0).astype(np.float32),
+        hu.astype(np.int16),
+        phantom.partial_labels.array.copy(),
+        phantom_anatomy_to_totalseg(phantom.anatomy_labels.array),
+        phantom.ct.geometry,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -151,8 +166,9 @@ def test_totalseg_chest_wall_is_background_and_unlabelled_nodes_stay_unknown():
     hu = phantom.ct.array
     left, right = lung_masks(totalseg)
     both = (left.any(axis=(1, 2)) & right.any(axis=(1, 2)))[:, None, None]
-    target = strategies.totalseg_target(phantom.partial_labels.array, hu, totalseg, (-50.0, 170.0),
-                                        spacing_zyx_mm=(3.0, 2.5, 2.5), mediastinum_margin_mm=5.0)
+    target = strategies.totalseg_target(
+        phantom.partial_labels.array, hu, totalseg, (-50.0, 170.0), spacing_zyx_mm=(3.0, 2.5, 2.5), mediastinum_margin_mm=5.0
+    )
     without_prior = strategies.totalseg_target(phantom.partial_labels.array, hu, totalseg, (-50.0, 170.0))
     # chest-wall muscle (soft tissue of the body outside the organs) in slices with both lungs
     chest_wall = (anatomy == ANATOMY_IDS["body"]) & (hu > -20) & both
@@ -212,7 +228,9 @@ def test_totalseg_reader_file_folder_and_names(tmp_path, phantom):
     folder = tmp_path / "case"  # TotalSegmentator's default output: one mask per structure
     folder.mkdir()
     for name in ("aorta", "trachea"):
-        write_volume(folder / f"{name}.nii.gz", Volume((ids == TOTALSEG_V2_TOTAL_IDS[name]).astype(np.uint8), phantom.ct.geometry))
+        write_volume(
+            folder / f"{name}.nii.gz", Volume((ids == TOTALSEG_V2_TOTAL_IDS[name]).astype(np.uint8), phantom.ct.geometry)
+        )
     merged = read_totalseg_map(folder).array
     assert set(np.unique(merged)) == {0, 52, 16}
     assert set(DEFAULT_BACKGROUND_CLASSES) <= set(TOTALSEG_V2_TOTAL_IDS)
@@ -299,7 +317,10 @@ def test_a_few_iterations_lower_the_loss_on_a_fixed_batch(strategy, phantom_case
 def test_dataset_discovery_and_cache_fingerprint(tiny_dataset, tmp_path):
     cases = find_cases(tiny_dataset)
     assert [(c.case_id, c.split, c.annotation) for c in cases] == [
-        ("train-1", "train", "partial"), ("train-2", "train", "partial"), ("val-3", "validation", "full")]
+        ("train-1", "train", "partial"),
+        ("train-2", "train", "partial"),
+        ("val-3", "validation", "full"),
+    ]
     assert all(c.totalseg_path is not None for c in cases)
     settings = tiny_config().preprocessing_settings()
     first, reused = load_or_build_case(cases[0], tmp_path, settings)
@@ -328,8 +349,16 @@ def test_nnunet_layout_with_ignore_label(tmp_path, phantom):
     labels[:3] = 2  # nnU-Net "ignore" label
     write_volume(tmp_path / "imagesTr" / "lnq_001_0000.nii.gz", phantom.ct)
     write_volume(tmp_path / "labelsTr" / "lnq_001.nii.gz", phantom.partial_labels.with_array(labels))
-    (tmp_path / "dataset.json").write_text(json.dumps({"channel_names": {"0": "CT"}, "labels": {"background": 0, "node": 1, "ignore": 2},
-                                                       "file_ending": ".nii.gz", "numTraining": 1}))
+    (tmp_path / "dataset.json").write_text(
+        json.dumps(
+            {
+                "channel_names": {"0": "CT"},
+                "labels": {"background": 0, "node": 1, "ignore": 2},
+                "file_ending": ".nii.gz",
+                "numTraining": 1,
+            }
+        )
+    )
     cases = find_cases(tmp_path)
     assert len(cases) == 1 and cases[0].ignore_label == 2
     cached = build_cache(cases, tmp_path / "cache", {**tiny_config().preprocessing_settings(), "crop": "none"})[0]
@@ -362,10 +391,15 @@ def test_foreground_oversampling_and_padding():
 def test_augmentation_is_reproducible_and_keeps_labels_valid(phantom_case):
     from LymphNodeQuantLib.training.augmentation import PatchAugmenter
 
-    augmenter = PatchAugmenter((16, 32, 32), AugmentationSettings(spatial_probability=1.0, elastic_probability=0.5, intensity_probability=1.0))
+    augmenter = PatchAugmenter(
+        (16, 32, 32), AugmentationSettings(spatial_probability=1.0, elastic_probability=0.5, intensity_probability=1.0)
+    )
     target = strategies.build_target(phantom_case, tiny_config(), "masking")
     size = augmenter.input_size()
-    image_in, target_in = phantom_case.image[:size[0], 20:20 + size[1], 20:20 + size[2]], target[:size[0], 20:20 + size[1], 20:20 + size[2]]
+    image_in, target_in = (
+        phantom_case.image[: size[0], 20 : 20 + size[1], 20 : 20 + size[2]],
+        target[: size[0], 20 : 20 + size[1], 20 : 20 + size[2]],
+    )
     a = augmenter(image_in, target_in, seed=7)
     b = augmenter(image_in, target_in, seed=7)
     c = augmenter(image_in, target_in, seed=8)
@@ -396,7 +430,9 @@ def test_resume_after_interruption_gives_identical_weights(tiny_dataset, tmp_pat
     rows = (tmp_path / "resumed" / "metrics.csv").read_text().strip().splitlines()
     assert rows[0].startswith("epoch,iterations,train_loss") and len(rows) == 3
     last_row = dict(zip(rows[0].split(","), rows[-1].split(",")))
-    assert float(last_row["val_dice"]) == pytest.approx(resumed.metrics[-1]["val_dice"], abs=1e-5)  # the log holds the run's value
+    assert float(last_row["val_dice"]) == pytest.approx(
+        resumed.metrics[-1]["val_dice"], abs=1e-5
+    )  # the log holds the run's value
     assert (tmp_path / "resumed" / "metrics.png").stat().st_size > 1000
     # a checkpoint from other settings is refused rather than silently mixed
     with pytest.raises(InputError, match="other settings"):
@@ -420,8 +456,9 @@ def test_initial_weights_start_a_fine_tuning_run(tiny_dataset, tmp_path):
     scratch = train(tiny_config(strategy="masking", epochs=1, learning_rate=0.0), tiny_dataset, tmp_path / "scratch", **quiet)
     weights = torch.load(scratch.checkpoint, map_location="cpu", weights_only=False)["network"]
     assert not all(torch.equal(weights[k], trained[k]) for k in trained)
-    other = plain_unet_architecture(features_per_stage=(2, 4, 8), strides=((1, 1, 1), (1, 2, 2), (2, 2, 2)),
-                                    kernel_sizes=((1, 3, 3), (3, 3, 3), (3, 3, 3)))
+    other = plain_unet_architecture(
+        features_per_stage=(2, 4, 8), strides=((1, 1, 1), (1, 2, 2), (2, 2, 2)), kernel_sizes=((1, 3, 3), (3, 3, 3), (3, 3, 3))
+    )
     with pytest.raises(InputError, match="another architecture"):
         train(tiny_config(architecture=other, initial_weights=str(first.checkpoint)), tiny_dataset, tmp_path / "bad", **quiet)
 
@@ -457,8 +494,23 @@ def test_cli_train_and_export(tiny_dataset, tmp_path, capsys):
     config_path = tmp_path / "config.json"
     config_path.write_text(json.dumps(tiny_config(epochs=1).to_dict()))
     out = tmp_path / "run"
-    assert main(["train", str(tiny_dataset), "--out", str(out), "--config", str(config_path), "--strategy", "coating",
-                 "--export", str(tmp_path / "model")]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(tiny_dataset),
+                "--out",
+                str(out),
+                "--config",
+                str(config_path),
+                "--strategy",
+                "coating",
+                "--export",
+                str(tmp_path / "model"),
+            ]
+        )
+        == 0
+    )
     assert json.loads((out / "config.json").read_text())["strategy"] == "coating"
     assert json.loads((tmp_path / "model" / "model.json").read_text())["training"]["strategy"] == "coating"
     assert main(["export", str(out), "--out", str(tmp_path / "model")]) == 2  # exists: refused
@@ -477,8 +529,12 @@ def test_bad_settings_are_refused():
 
 def test_packaged_default_model_states_its_provenance(repo_root):
     from LymphNodeQuantLib.models.model_folder import DEFAULT_MODEL_NAME
-    from LymphNodeQuantLib.training.config import (default_model_config, default_model_finetune_config,
-                                                   default_model_real_config, default_model_real_finetune_config)
+    from LymphNodeQuantLib.training.config import (
+        default_model_config,
+        default_model_finetune_config,
+        default_model_real_config,
+        default_model_real_finetune_config,
+    )
 
     folder = repo_root / "LymphNodeQuant" / "Resources" / "Models" / DEFAULT_MODEL_NAME
     card = json.loads((folder / "model.json").read_text())
@@ -490,8 +546,10 @@ def test_packaged_default_model_states_its_provenance(repo_root):
     stage1, stage2, stage3, stage4 = training["stages"]
     # through from_dict: stages 1-2 were recorded before later settings (with their defaults) existed
     assert TrainingConfig.from_dict(stage1["config"]).to_dict() == default_model_config().to_dict()
-    assert (TrainingConfig.from_dict(stage2["config"]).to_dict()
-            == default_model_finetune_config(stage2["config"]["initial_weights"]).to_dict())
+    assert (
+        TrainingConfig.from_dict(stage2["config"]).to_dict()
+        == default_model_finetune_config(stage2["config"]["initial_weights"]).to_dict()
+    )
     pretrained = repo_root / stage3["config"]["initial_weights"]
     assert pretrained == repo_root / "benchmarks" / "pretrained" / "lnq-phantom-unet" and (pretrained / "model.json").exists()
     expected = default_model_real_config(stage3["config"]["initial_weights"]).to_dict()
@@ -520,8 +578,12 @@ def test_cached_maps_share_the_ct_grid_even_when_their_headers_are_rounded(tmp_p
     write_volume(tmp_path / "c-seg.nrrd", ct.with_array(np.zeros((41, 40, 40), np.uint8)))
     write_volume(tmp_path / "c-totalseg.nii.gz", Volume(np.ones((41, 40, 40), np.uint8), off))
     case = TrainingCase("c", tmp_path / "c-ct.nrrd", tmp_path / "c-seg.nrrd", "train", "partial", tmp_path / "c-totalseg.nii.gz")
-    settings = {"spacing_zyx_mm": [3.0, 3.0, 3.0], "normalization": {"mean": 0.0, "std": 100.0}, "crop": "none",
-                "crop_margin_mm": 0.0}
+    settings = {
+        "spacing_zyx_mm": [3.0, 3.0, 3.0],
+        "normalization": {"mean": 0.0, "std": 100.0},
+        "crop": "none",
+        "crop_margin_mm": 0.0,
+    }
     arrays = preprocess_case(case, settings)
     assert arrays["image"].shape == arrays["label"].shape == arrays["totalseg"].shape == arrays["mediastinum"].shape
 
@@ -541,16 +603,34 @@ def test_validation_runs_the_deployment_path_and_scores_exactly():
 
     phantom = make_phantom((24, 40, 40), (3.0, 4.0, 4.0), seed=2, n_nodes=6)
     label = (phantom.node_labels.array > 0).astype(np.uint8)
-    case = CachedCase("c", "validation", "full", np.where(label > 0, 5.0, -5.0).astype(np.float32), phantom.ct.array.astype(np.int16),
-                      label, None, phantom.ct.geometry)
+    case = CachedCase(
+        "c",
+        "validation",
+        "full",
+        np.where(label > 0, 5.0, -5.0).astype(np.float32),
+        phantom.ct.array.astype(np.int16),
+        label,
+        None,
+        phantom.ct.geometry,
+    )
     config = tiny_config(patch_size_zyx=(16, 64, 64))  # larger than the image in y and x: padded as in deployment
     assert validate(_ThresholdOracle(), [case], config, "cpu")["val_dice"] == 1.0
     hidden = phantom.node_labels.array >= 4  # the oracle misses nodes 4..6
-    half = CachedCase("c", "validation", "full", np.where((label > 0) & ~hidden, 5.0, -5.0).astype(np.float32), case.hu,
-                      label, None, phantom.ct.geometry)
+    half = CachedCase(
+        "c",
+        "validation",
+        "full",
+        np.where((label > 0) & ~hidden, 5.0, -5.0).astype(np.float32),
+        case.hu,
+        label,
+        None,
+        phantom.ct.geometry,
+    )
     found = int(((label > 0) & ~hidden).sum())
     assert 0 < found < int(label.sum())
-    assert validate(_ThresholdOracle(), [half], config, "cpu")["val_dice"] == pytest.approx(2 * found / (found + int(label.sum())))
+    assert validate(_ThresholdOracle(), [half], config, "cpu")["val_dice"] == pytest.approx(
+        2 * found / (found + int(label.sum()))
+    )
 
 
 def test_nested_settings_round_trip_and_refuse_unknown_keys():

@@ -9,7 +9,6 @@ import subprocess
 import sys
 
 import pytest
-
 import torch  # a hard dependency: a broken install must fail, not skip
 
 from LymphNodeQuantLib.models.networks import plain_unet_architecture
@@ -23,18 +22,40 @@ def test_ddp_two_gloo_processes(tmp_path, repo_root):
     dataset = tmp_path / "data"
     write_phantom_dataset(dataset, [1, 2], [], shape_zyx=(40, 96, 96), spacing_zyx_mm=(3.0, 3.5, 3.5))
     config = TrainingConfig(
-        spacing_zyx_mm=(3.0, 3.5, 3.5), patch_size_zyx=(16, 32, 32), epochs=2, iterations_per_epoch=2, batch_size=1,
-        architecture=plain_unet_architecture(features_per_stage=(4, 8), strides=((1, 1, 1), (1, 2, 2)),
-                                             kernel_sizes=((1, 3, 3), (3, 3, 3))),
-        num_threads=1, strategy="masking", seed=1,
+        spacing_zyx_mm=(3.0, 3.5, 3.5),
+        patch_size_zyx=(16, 32, 32),
+        epochs=2,
+        iterations_per_epoch=2,
+        batch_size=1,
+        architecture=plain_unet_architecture(
+            features_per_stage=(4, 8), strides=((1, 1, 1), (1, 2, 2)), kernel_sizes=((1, 3, 3), (3, 3, 3))
+        ),
+        num_threads=1,
+        strategy="masking",
+        seed=1,
     )
     config_path = tmp_path / "config.json"
     config_path.write_text(json.dumps(config.to_dict()))
     out = tmp_path / "run"
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(repo_root)}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--rdzv-backend=c10d",
-               "--rdzv-endpoint=localhost:0", "-m", "LymphNodeQuantLib", "train", str(dataset), "--out", str(out),
-               "--config", str(config_path), "--device", "cpu"]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--rdzv-backend=c10d",
+        "--rdzv-endpoint=localhost:0",
+        "-m",
+        "LymphNodeQuantLib",
+        "train",
+        str(dataset),
+        "--out",
+        str(out),
+        "--config",
+        str(config_path),
+        "--device",
+        "cpu",
+    ]
     completed = subprocess.run(command, cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=240)
     assert completed.returncode == 0, completed.stderr[-3000:]
     # rank 0 alone wrote the log: one row per epoch, losses averaged over both ranks

@@ -38,7 +38,13 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from benchmarks.train_default_model import (  # noqa: E402
-    ATTRIBUTION, MODEL_FOLDER, PRETRAINED_FOLDER, REAL_DATA, make_real_dataset, train_real_stages)
+    ATTRIBUTION,
+    MODEL_FOLDER,
+    PRETRAINED_FOLDER,
+    REAL_DATA,
+    make_real_dataset,
+    train_real_stages,
+)
 from LymphNodeQuantLib.plausibility import certainly_wrong_total  # noqa: E402
 
 OUT_DIR = REPO_ROOT / "benchmarks" / "real_ct"
@@ -65,8 +71,15 @@ def fold_dir(work_dir: Path, fold: str) -> Path:
 def train_folds(args) -> None:
     folder, cases = make_real_dataset(args.work_dir, args.real_data)
     for fold in args.folds.split(","):
-        train_real_stages(folder, cases, fold_dir(args.work_dir, fold), args.work_dir / "cache-real", PRETRAINED_FOLDER,
-                          args.threads, exclude_real=FOLDS[fold])
+        train_real_stages(
+            folder,
+            cases,
+            fold_dir(args.work_dir, fold),
+            args.work_dir / "cache-real",
+            PRETRAINED_FOLDER,
+            args.threads,
+            exclude_real=FOLDS[fold],
+        )
 
 
 IMPLANT_SEEDS = (101, 102)
@@ -90,8 +103,12 @@ def implanted_scores(ct, model: str) -> dict:
         total += len(implanted.nodes)
         overlap += int(np.count_nonzero(matched & (truth > 0)))
         sizes += int(np.count_nonzero(matched)) + int(np.count_nonzero(truth))
-    return {"implanted": total, "found": found, "sensitivity": found / total if total else float("nan"),
-            "dice": 2 * overlap / sizes if sizes else float("nan")}
+    return {
+        "implanted": total,
+        "found": found,
+        "sensitivity": found / total if total else float("nan"),
+        "dice": 2 * overlap / sizes if sizes else float("nan"),
+    }
 
 
 def picture(path: Path, ct, labels, title: str, box=None) -> None:
@@ -132,17 +149,32 @@ def evaluate_ct(name: str, args, packaged: str) -> dict:
     ct = read_volume(args.real_data / REAL_CHEST_CTS[name])
     anatomy = find_chest_anatomy(ct)
     fold_model = str(export_fold(args.work_dir, fold_of(name)))
-    row = {"ct": name, "shape_zyx": list(ct.geometry.shape_zyx), "spacing_zyx_mm": [round(v, 2) for v in ct.geometry.spacing_zyx_mm],
-           "has_mediastinum": anatomy.has_mediastinum, "fold": fold_of(name)}
-    for key, model, on in (("packaged", packaged, True), ("packaged_raw", packaged, False), ("heldout", fold_model, True),
-                           ("heldout_raw", fold_model, False), ("phantom_only", str(PRETRAINED_FOLDER), True),
-                           ("phantom_only_raw", str(PRETRAINED_FOLDER), False)):
+    row = {
+        "ct": name,
+        "shape_zyx": list(ct.geometry.shape_zyx),
+        "spacing_zyx_mm": [round(v, 2) for v in ct.geometry.spacing_zyx_mm],
+        "has_mediastinum": anatomy.has_mediastinum,
+        "fold": fold_of(name),
+    }
+    for key, model, on in (
+        ("packaged", packaged, True),
+        ("packaged_raw", packaged, False),
+        ("heldout", fold_model, True),
+        ("heldout_raw", fold_model, False),
+        ("phantom_only", str(PRETRAINED_FOLDER), True),
+        ("phantom_only_raw", str(PRETRAINED_FOLDER), False),
+    ):
         result = segment_volume(ct, model, "cpu", anatomy_filter=on)
         row[key] = certainly_not_nodes(result.labels.array, ct.array, anatomy)
         if key == "packaged":
             box = anatomy.mediastinum_box(ct.geometry.spacing_zyx_mm, 40.0) if anatomy.mediastinum.any() else None
-            picture(OUT_DIR / f"{name}.png", ct.array, result.labels.array,
-                    f"{name}: {result.node_count} node(s), packaged model {result.model_card.title}", box)
+            picture(
+                OUT_DIR / f"{name}.png",
+                ct.array,
+                result.labels.array,
+                f"{name}: {result.node_count} node(s), packaged model {result.model_card.title}",
+                box,
+            )
         print(name, key, row[key], flush=True)
     row["implanted"] = implanted_scores(ct, fold_model) if anatomy.has_mediastinum else None
     print(name, "implanted", row["implanted"], flush=True)
@@ -187,7 +219,7 @@ def write_model_card_summary(rows: list[dict]) -> None:
     found, total = sum(r["implanted"]["found"] for r in scored), sum(r["implanted"]["implanted"] for r in scored)
     chest = [r for r in rows if r["has_mediastinum"]]
     text = (
-        "### Real chest CT (`benchmarks/real_ct_bench.py`, section \"Real chest CT\" of `benchmarks/RESULTS.md`)\n\n"
+        '### Real chest CT (`benchmarks/real_ct_bench.py`, section "Real chest CT" of `benchmarks/RESULTS.md`)\n\n'
         f"- Certainly-wrong nodes (mean > 200 HU, in air/lung, or outside the mediastinum) per real chest CT, as `lnq segment` "
         f"returns them: at most {max(certainly_wrong_total(r['packaged']) for r in chest)}; from the network alone (anatomy filter off): "
         f"{', '.join(str(certainly_wrong_total(r['packaged_raw'])) for r in chest)}, against "
@@ -214,11 +246,19 @@ def speed_ratio(ct_path: Path, model: str) -> dict:
     with tempfile.TemporaryDirectory() as work:
         monai = run_worker("monai", ct_path, model, Path(work), "cpu")
         engine = run_worker("engine", ct_path, model, Path(work), "cpu")
-        sizes = {str(features): engine["seconds"] if index == 0 else
-                 run_worker("engine", ct_path, str(wider_model(Path(work), model, features)), Path(work), "cpu")["seconds"]
-                 for index, features in enumerate(CANDIDATE_FEATURES)}
-    return {"ct": ct_path.name, "monai_s": monai["seconds"], "engine_s": engine["seconds"],
-            "ratio": monai["seconds"] / engine["seconds"], "engine_s_by_features": sizes}
+        sizes = {
+            str(features): engine["seconds"]
+            if index == 0
+            else run_worker("engine", ct_path, str(wider_model(Path(work), model, features)), Path(work), "cpu")["seconds"]
+            for index, features in enumerate(CANDIDATE_FEATURES)
+        }
+    return {
+        "ct": ct_path.name,
+        "monai_s": monai["seconds"],
+        "engine_s": engine["seconds"],
+        "ratio": monai["seconds"] / engine["seconds"],
+        "engine_s_by_features": sizes,
+    }
 
 
 def wider_model(work: Path, model: str, features) -> Path:
@@ -232,9 +272,9 @@ def wider_model(work: Path, model: str, features) -> Path:
     card["architecture"] = plain_unet_architecture(features_per_stage=tuple(features))
     card.pop("weights", None)
     torch.manual_seed(0)
-    return save_model_folder(work / f"features-{'-'.join(map(str, features))}", build_network(card["architecture"]), card,
-                             overwrite=True)
-
+    return save_model_folder(
+        work / f"features-{'-'.join(map(str, features))}", build_network(card["architecture"]), card, overwrite=True
+    )
 
 
 def _wrong(counts: dict) -> str:
@@ -252,72 +292,79 @@ def write_section(rows: list[dict], speed: dict) -> None:
     total = sum(r["implanted"]["implanted"] for r in scored)
     worst = max(certainly_wrong_total(r["packaged"]) for r in chest)
     dice_list = ", ".join(f"{r['implanted']['dice']:.2f} ({r['ct']})" for r in scored)
-    lines = [
-        "## Real chest CT (`benchmarks/real_ct_bench.py`)",
-        "",
-        f"Machine: {machine_description()}.  ",
-        "Command: `python benchmarks/real_ct_bench.py --train-folds` (from the repository root; trains or resumes the fold "
-        "models, then scores).",
-        "",
-        f"Packaged model: `{card.title}`. Fold models: the same stages 3-4 without the CTs of their fold "
-        f"(fold A never saw {', '.join(FOLDS['A'])}; fold B never saw {', '.join(FOLDS['B'])}).",
-        "",
-        "Certainly-wrong nodes: mean above 200 HU, or mostly in air/lung, or mostly outside the mediastinum found from the CT "
-        "(`LymphNodeQuantLib.plausibility`). Each cell: predicted nodes / **certainly wrong** (above 200 HU, in air or lung, "
-        "outside the mediastinum). *Filter on* is what `lnq segment` returns; *network alone* turns the anatomy filter off "
-        "(`--no-anatomy-filter`), so the rules cannot hide what the network does.",
-        "",
-        "| real CT | grid (z, y, x) | spacing (mm) | mediastinum found | packaged, filter on | packaged, network alone | "
-        "fold model (never saw it), filter on | fold model, network alone | phantom-only 1.0.0, filter on | "
-        "phantom-only 1.0.0, network alone |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ] + [
-        f"| {r['ct']} | {' x '.join(map(str, r['shape_zyx']))} | {' x '.join(map(str, r['spacing_zyx_mm']))} | "
-        f"{'yes' if r['has_mediastinum'] else 'no'} | {_wrong(r['packaged'])} | {_wrong(r['packaged_raw'])} | "
-        f"{_wrong(r['heldout'])} | {_wrong(r['heldout_raw'])} | {_wrong(r['phantom_only'])} | {_wrong(r['phantom_only_raw'])} |"
-        for r in rows
-    ] + [
-        "",
-        "*Phantom-only 1.0.0* is the model shipped before (`benchmarks/pretrained/lnq-phantom-unet`, stages 1-2 only): "
-        "the same network before training on real anatomy.",
-        "",
-        "Targets (issue: real chest CT): at most 3 certainly-wrong nodes per real chest CT, implanted-node sensitivity >= 0.9 "
-        "and Dice >= 0.7 on held-out scans, phantom held-out Dice not below 0.85 (section \"The packaged default model\").",
-    ] + [
-        "",
-        f"Nodes implanted into each held-out scan (seeds {list(IMPLANT_SEEDS)}, 8 per seed, never used in training), "
-        "segmented by the fold model that never saw any version of that scan; sensitivity = implanted nodes touched by the "
-        "prediction, Dice = implanted nodes vs the predicted nodes touching them (the scan's own, unlabelled nodes are not "
-        "counted against it):",
-        "",
-        "| real CT | fold | implanted nodes | found | sensitivity | Dice |",
-        "|---|---|---|---|---|---|",
-    ] + [
-        f"| {r['ct']} | {r['fold']} | {r['implanted']['implanted']} | {r['implanted']['found']} | "
-        f"{r['implanted']['sensitivity']:.2f} | {r['implanted']['dice']:.3f} |"
-        for r in scored
-    ] + [
-        "",
-        f"Summary: at most **{worst}** certainly-wrong node(s) per real chest CT with the packaged model (target <= 3); "
-        f"implanted-node sensitivity **{found / total:.2f}** pooled over held-out scans (target >= 0.9), Dice "
-        f"{dice_list} (target >= 0.7).",
-        "",
-        f"Speed on {speed['ct']} (512 x 512 x 133), 2 CPU cores, same network, fresh process each: the default pipeline "
-        f"(anatomy, crop, filter) took {speed['engine_s']:.1f} s against {speed['monai_s']:.1f} s for MONAI's "
-        f"`sliding_window_inference` over the whole CT: **{speed['ratio']:.2f}x** MONAI's speed.",
-        "",
-        "Network size, chosen from measurements (the default pipeline on the same CT, same run; wider networks of the "
-        "same layout with random weights): "
-        + ", ".join(f"features {features}: {seconds:.1f} s" for features, seconds in speed["engine_s_by_features"].items())
-        + f". The packaged model uses {CANDIDATE_FEATURES[0]}; the budget is 60 s end to end for a 512 x 512 x 140 chest CT "
-        "on 2 CPU cores.",
-        "",
-        "Pictures (axial slices through every node the packaged model returns, outlines in red; derived from LIDC-IDRI and "
-        "the other fixtures, see `benchmarks/real_ct/LIDC-IDRI-ATTRIBUTION.txt`): "
-        + ", ".join(f"[{r['ct']}](real_ct/{r['ct']}.png)" for r in rows) + ".",
-    ]
+    lines = (
+        [
+            "## Real chest CT (`benchmarks/real_ct_bench.py`)",
+            "",
+            f"Machine: {machine_description()}.  ",
+            "Command: `python benchmarks/real_ct_bench.py --train-folds` (from the repository root; trains or resumes the fold "
+            "models, then scores).",
+            "",
+            f"Packaged model: `{card.title}`. Fold models: the same stages 3-4 without the CTs of their fold "
+            f"(fold A never saw {', '.join(FOLDS['A'])}; fold B never saw {', '.join(FOLDS['B'])}).",
+            "",
+            "Certainly-wrong nodes: mean above 200 HU, or mostly in air/lung, or mostly outside the mediastinum found from the CT "
+            "(`LymphNodeQuantLib.plausibility`). Each cell: predicted nodes / **certainly wrong** (above 200 HU, in air or lung, "
+            "outside the mediastinum). *Filter on* is what `lnq segment` returns; *network alone* turns the anatomy filter off "
+            "(`--no-anatomy-filter`), so the rules cannot hide what the network does.",
+            "",
+            "| real CT | grid (z, y, x) | spacing (mm) | mediastinum found | packaged, filter on | packaged, network alone | "
+            "fold model (never saw it), filter on | fold model, network alone | phantom-only 1.0.0, filter on | "
+            "phantom-only 1.0.0, network alone |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        + [
+            f"| {r['ct']} | {' x '.join(map(str, r['shape_zyx']))} | {' x '.join(map(str, r['spacing_zyx_mm']))} | "
+            f"{'yes' if r['has_mediastinum'] else 'no'} | {_wrong(r['packaged'])} | {_wrong(r['packaged_raw'])} | "
+            f"{_wrong(r['heldout'])} | {_wrong(r['heldout_raw'])} | {_wrong(r['phantom_only'])} | {_wrong(r['phantom_only_raw'])} |"
+            for r in rows
+        ]
+        + [
+            "",
+            "*Phantom-only 1.0.0* is the model shipped before (`benchmarks/pretrained/lnq-phantom-unet`, stages 1-2 only): "
+            "the same network before training on real anatomy.",
+            "",
+            "Targets (issue: real chest CT): at most 3 certainly-wrong nodes per real chest CT, implanted-node sensitivity >= 0.9 "
+            'and Dice >= 0.7 on held-out scans, phantom held-out Dice not below 0.85 (section "The packaged default model").',
+        ]
+        + [
+            "",
+            f"Nodes implanted into each held-out scan (seeds {list(IMPLANT_SEEDS)}, 8 per seed, never used in training), "
+            "segmented by the fold model that never saw any version of that scan; sensitivity = implanted nodes touched by the "
+            "prediction, Dice = implanted nodes vs the predicted nodes touching them (the scan's own, unlabelled nodes are not "
+            "counted against it):",
+            "",
+            "| real CT | fold | implanted nodes | found | sensitivity | Dice |",
+            "|---|---|---|---|---|---|",
+        ]
+        + [
+            f"| {r['ct']} | {r['fold']} | {r['implanted']['implanted']} | {r['implanted']['found']} | "
+            f"{r['implanted']['sensitivity']:.2f} | {r['implanted']['dice']:.3f} |"
+            for r in scored
+        ]
+        + [
+            "",
+            f"Summary: at most **{worst}** certainly-wrong node(s) per real chest CT with the packaged model (target <= 3); "
+            f"implanted-node sensitivity **{found / total:.2f}** pooled over held-out scans (target >= 0.9), Dice "
+            f"{dice_list} (target >= 0.7).",
+            "",
+            f"Speed on {speed['ct']} (512 x 512 x 133), 2 CPU cores, same network, fresh process each: the default pipeline "
+            f"(anatomy, crop, filter) took {speed['engine_s']:.1f} s against {speed['monai_s']:.1f} s for MONAI's "
+            f"`sliding_window_inference` over the whole CT: **{speed['ratio']:.2f}x** MONAI's speed.",
+            "",
+            "Network size, chosen from measurements (the default pipeline on the same CT, same run; wider networks of the "
+            "same layout with random weights): "
+            + ", ".join(f"features {features}: {seconds:.1f} s" for features, seconds in speed["engine_s_by_features"].items())
+            + f". The packaged model uses {CANDIDATE_FEATURES[0]}; the budget is 60 s end to end for a 512 x 512 x 140 chest CT "
+            "on 2 CPU cores.",
+            "",
+            "Pictures (axial slices through every node the packaged model returns, outlines in red; derived from LIDC-IDRI and "
+            "the other fixtures, see `benchmarks/real_ct/LIDC-IDRI-ATTRIBUTION.txt`): "
+            + ", ".join(f"[{r['ct']}](real_ct/{r['ct']}.png)" for r in rows)
+            + ".",
+        ]
+    )
     update_section("real_ct", "\n".join(lines))
-
 
 
 if __name__ == "__main__":

@@ -28,15 +28,20 @@ def challenge_style_scores(prediction: np.ndarray, reference: np.ndarray, spacin
     overlap.Execute(r, p)
     p_contour = sitk.LabelContour(p, fullyConnected=False)
     r_contour = sitk.LabelContour(r, fullyConnected=False)
-    p_distance = sitk.GetArrayFromImage(sitk.Abs(sitk.SignedMaurerDistanceMap(p_contour, squaredDistance=False, useImageSpacing=True)))
-    r_distance = sitk.GetArrayFromImage(sitk.Abs(sitk.SignedMaurerDistanceMap(r_contour, squaredDistance=False, useImageSpacing=True)))
+    p_distance = sitk.GetArrayFromImage(
+        sitk.Abs(sitk.SignedMaurerDistanceMap(p_contour, squaredDistance=False, useImageSpacing=True))
+    )
+    r_distance = sitk.GetArrayFromImage(
+        sitk.Abs(sitk.SignedMaurerDistanceMap(r_contour, squaredDistance=False, useImageSpacing=True))
+    )
     p_surface = sitk.GetArrayFromImage(p_contour).astype(bool)
     r_surface = sitk.GetArrayFromImage(r_contour).astype(bool)
     return overlap.GetDiceCoefficient(), float(0.5 * r_distance[p_surface].mean() + 0.5 * p_distance[r_surface].mean())
 
 
-def digitised_ellipsoid(short_mm: float, long_mm: float, angle_rad: float, spacing_zyx: Sequence[float],
-                        rng: np.random.Generator) -> tuple[np.ndarray, float]:
+def digitised_ellipsoid(
+    short_mm: float, long_mm: float, angle_rad: float, spacing_zyx: Sequence[float], rng: np.random.Generator
+) -> tuple[np.ndarray, float]:
     """An ellipsoid digitised at voxel centres (bool mask, z y x) and its z semi-axis in mm.
 
     Its in-plane long/short axes are tilted by ``angle_rad``; its centre lies on the middle slice,
@@ -45,7 +50,9 @@ def digitised_ellipsoid(short_mm: float, long_mm: float, angle_rad: float, spaci
     sz, sy, sx = spacing_zyx
     semi_z = max(long_mm / 2, 3 * sz)
     shape = (int(2 * semi_z / sz) + 5, int(long_mm / sy) + 8, int(long_mm / sx) + 8)
-    centre = np.array([shape[0] // 2 * sz, (shape[1] / 2 + rng.uniform(-0.5, 0.5)) * sy, (shape[2] / 2 + rng.uniform(-0.5, 0.5)) * sx])
+    centre = np.array(
+        [shape[0] // 2 * sz, (shape[1] / 2 + rng.uniform(-0.5, 0.5)) * sy, (shape[2] / 2 + rng.uniform(-0.5, 0.5)) * sx]
+    )
     z, y, x = np.meshgrid(*(np.arange(n) * s - c for n, s, c in zip(shape, spacing_zyx, centre)), indexing="ij")
     u = x * np.cos(angle_rad) + y * np.sin(angle_rad)
     v = -x * np.sin(angle_rad) + y * np.cos(angle_rad)

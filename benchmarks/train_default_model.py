@@ -48,13 +48,22 @@ COMMAND = "python benchmarks/train_default_model.py --overwrite"
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--work-dir", type=Path, default=Path.home() / ".cache" / "lnq" / "default-model",
-                        help="datasets, cache and checkpoints (default ~/.cache/lnq/default-model)")
-    parser.add_argument("--out", type=Path, default=MODEL_FOLDER, help=f"model folder (default {MODEL_FOLDER.relative_to(REPO_ROOT)})")
+    parser.add_argument(
+        "--work-dir",
+        type=Path,
+        default=Path.home() / ".cache" / "lnq" / "default-model",
+        help="datasets, cache and checkpoints (default ~/.cache/lnq/default-model)",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=MODEL_FOLDER, help=f"model folder (default {MODEL_FOLDER.relative_to(REPO_ROOT)})"
+    )
     parser.add_argument("--real-data", type=Path, default=REAL_DATA, help="the real CT fixtures (default ../shared/data/real)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing model folder")
-    parser.add_argument("--from-scratch", action="store_true", help="retrain the phantom stages 1-2 instead of starting from "
-                        f"{PRETRAINED_FOLDER.relative_to(REPO_ROOT)}")
+    parser.add_argument(
+        "--from-scratch",
+        action="store_true",
+        help=f"retrain the phantom stages 1-2 instead of starting from {PRETRAINED_FOLDER.relative_to(REPO_ROOT)}",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: the config's, 2)")
     parser.add_argument("--train-only", action="store_true", help="stop after training (no evaluation/export)")
     return parser.parse_args(argv)
@@ -67,8 +76,13 @@ def make_phantom_dataset(work_dir: Path) -> Path:
 
     recipe = default_model_dataset()
     folder = work_dir / "dataset"
-    write_phantom_dataset(folder, recipe["train_seeds"], recipe["validation_seeds"], geometries=recipe["geometries"],
-                          annotated_fraction=recipe["annotated_fraction"])
+    write_phantom_dataset(
+        folder,
+        recipe["train_seeds"],
+        recipe["validation_seeds"],
+        geometries=recipe["geometries"],
+        annotated_fraction=recipe["annotated_fraction"],
+    )
     return folder
 
 
@@ -82,17 +96,30 @@ def make_real_dataset(work_dir: Path, real_data: Path) -> tuple[Path, dict]:
         raise SystemExit(f"The real CT fixtures are not at {real_data}; pass --real-data.")
     recipe = default_model_real_dataset()
     folder = work_dir / "dataset-real"
-    manifest = write_phantom_dataset(folder, recipe["phantom_train_seeds"], recipe["phantom_validation_seeds"],
-                                     geometries=recipe["geometries"], annotated_fraction=recipe["annotated_fraction"],
-                                     extended_seeds=recipe["extended_phantom_seeds"])
+    manifest = write_phantom_dataset(
+        folder,
+        recipe["phantom_train_seeds"],
+        recipe["phantom_validation_seeds"],
+        geometries=recipe["geometries"],
+        annotated_fraction=recipe["annotated_fraction"],
+        extended_seeds=recipe["extended_phantom_seeds"],
+    )
     cases = dict(manifest["cases"])
-    cases.update(write_implanted_cases(folder, real_data, recipe["real_cts"], recipe["implant_seeds"],
-                                       n_nodes=recipe["nodes_per_case"]))
+    cases.update(
+        write_implanted_cases(folder, real_data, recipe["real_cts"], recipe["implant_seeds"], n_nodes=recipe["nodes_per_case"])
+    )
     return folder, cases
 
 
-def train_real_stages(folder: Path, cases: dict, out_dir: Path, cache_dir: Path, initial_weights: Path,
-                      threads: int | None = None, exclude_real: tuple[str, ...] = ()) -> list:
+def train_real_stages(
+    folder: Path,
+    cases: dict,
+    out_dir: Path,
+    cache_dir: Path,
+    initial_weights: Path,
+    threads: int | None = None,
+    exclude_real: tuple[str, ...] = (),
+) -> list:
     """Stages 3 and 4 on ``cases`` of ``folder`` minus the real CTs named in ``exclude_real`` (leave-CT-out).
 
     Returns [(config, run), ...] for both stages; each resumes if interrupted.
@@ -143,20 +170,32 @@ def evaluate_heldout(model_folder: Path) -> dict:
         phantom = make_phantom(*HELDOUT_GRID, seed=seed)
         result = segment_volume(phantom.ct, model=str(model_folder), device="cpu", output="binary")
         evaluation = evaluate_case(result.labels, phantom.full_labels, case_id=f"heldout-{seed}")
-        rows.append({"seed": seed, "dice": evaluation.dice, "assd_mm": evaluation.assd_mm,
-                     "sensitivity": evaluation.sensitivity, "precision": evaluation.precision,
-                     "reference_nodes": evaluation.reference_nodes})
-        print(f"held-out phantom {seed}: Dice {evaluation.dice:.3f}, ASSD {evaluation.assd_mm:.2f} mm, "
-              f"node sensitivity {evaluation.sensitivity:.2f}, precision {evaluation.precision:.2f}", flush=True)
+        rows.append(
+            {
+                "seed": seed,
+                "dice": evaluation.dice,
+                "assd_mm": evaluation.assd_mm,
+                "sensitivity": evaluation.sensitivity,
+                "precision": evaluation.precision,
+                "reference_nodes": evaluation.reference_nodes,
+            }
+        )
+        print(
+            f"held-out phantom {seed}: Dice {evaluation.dice:.3f}, ASSD {evaluation.assd_mm:.2f} mm, "
+            f"node sensitivity {evaluation.sensitivity:.2f}, precision {evaluation.precision:.2f}",
+            flush=True,
+        )
     dice = [r["dice"] for r in rows]
     assd = [r["assd_mm"] for r in rows if not math.isnan(r["assd_mm"])]
     return {
         "heldout_phantoms": {
             "description": "Fully labelled synthetic phantoms never seen in training, segmented with the lnq segment "
-                           "pipeline (mediastinum crop, resampling, sliding window, threshold 0.5) and scored on the CT "
-                           "grid with LymphNodeQuantLib.evaluate.evaluate_case (LNQ2023 Dice/ASSD rules).",
-            "seeds": list(HELDOUT_SEEDS), "grid": {"shape_zyx": list(HELDOUT_GRID[0]), "spacing_zyx_mm": list(HELDOUT_GRID[1])},
-            "dice_median": float(np.median(dice)), "dice_mean": float(np.mean(dice)),
+            "pipeline (mediastinum crop, resampling, sliding window, threshold 0.5) and scored on the CT "
+            "grid with LymphNodeQuantLib.evaluate.evaluate_case (LNQ2023 Dice/ASSD rules).",
+            "seeds": list(HELDOUT_SEEDS),
+            "grid": {"shape_zyx": list(HELDOUT_GRID[0]), "spacing_zyx_mm": list(HELDOUT_GRID[1])},
+            "dice_median": float(np.median(dice)),
+            "dice_mean": float(np.mean(dice)),
             "assd_mm_median": float(np.median(assd)) if assd else None,
             "assd_mm_mean": float(np.mean(assd)) if assd else None,
             "node_sensitivity_mean": float(np.nanmean([r["sensitivity"] for r in rows])),
@@ -164,14 +203,20 @@ def evaluate_heldout(model_folder: Path) -> dict:
             "cases": rows,
         },
         "real_data": "not evaluated: no real annotated CT is available in this project; phantom scores do not predict "
-                     "accuracy on patient scans.",
+        "accuracy on patient scans.",
     }
 
 
 def _stage_rows(stages) -> list[dict]:
-    return [{"stage": index + 1, "config": config.to_dict(), "iterations": config.total_iterations,
-             "final_validation_at_model_spacing": {key: run.metrics[-1].get(key) for key in ("val_dice", "val_assd_mm")}}
-            for index, (config, run) in enumerate(stages)]
+    return [
+        {
+            "stage": index + 1,
+            "config": config.to_dict(),
+            "iterations": config.total_iterations,
+            "final_validation_at_model_spacing": {key: run.metrics[-1].get(key) for key in ("val_dice", "val_assd_mm")},
+        }
+        for index, (config, run) in enumerate(stages)
+    ]
 
 
 def main(argv=None) -> int:
@@ -200,26 +245,46 @@ def main(argv=None) -> int:
 
     recipe = default_model_real_dataset()
     training_extra = {
-        "data": ("stages 1-2: synthetic chest CT phantoms (LymphNodeQuantLib.synthetic) with partial labels and "
-                 "TotalSegmentator-format anatomy maps; stages 3-4: real chest CTs (LIDC-IDRI-0001, -0002, -0314, CIP chest, "
-                 "TotalSegmentator example CTs) with synthetic nodes implanted into their mediastinal fat "
-                 "(LymphNodeQuantLib.training.implant), mixed with phantoms. No patient annotation was used: the real "
-                 "scans' own lymph nodes are unlabelled and left out of the loss (strategy 'anatomy')."),
+        "data": (
+            "stages 1-2: synthetic chest CT phantoms (LymphNodeQuantLib.synthetic) with partial labels and "
+            "TotalSegmentator-format anatomy maps; stages 3-4: real chest CTs (LIDC-IDRI-0001, -0002, -0314, CIP chest, "
+            "TotalSegmentator example CTs) with synthetic nodes implanted into their mediastinal fat "
+            "(LymphNodeQuantLib.training.implant), mixed with phantoms. No patient annotation was used: the real "
+            "scans' own lymph nodes are unlabelled and left out of the loss (strategy 'anatomy')."
+        ),
         "trained_on_real_patient_data": "real CT anatomy as background only (no patient labels)",
-        "real_ct_backgrounds": {"cts": recipe["real_cts"], "implant_seeds": recipe["implant_seeds"],
-                                "nodes_per_case": recipe["nodes_per_case"]},
+        "real_ct_backgrounds": {
+            "cts": recipe["real_cts"],
+            "implant_seeds": recipe["implant_seeds"],
+            "nodes_per_case": recipe["nodes_per_case"],
+        },
         "phantoms": {"stage3_train_seeds": recipe["phantom_train_seeds"], "validation_seeds": recipe["phantom_validation_seeds"]},
         "pretrained": "benchmarks/pretrained/lnq-phantom-unet (stages 1-2)" if not args.from_scratch else "stages 1-2 run here",
-        "command": COMMAND, "stages": stages, "library": "LymphNodeQuantLib.training", "device": "cpu",
+        "command": COMMAND,
+        "stages": stages,
+        "library": "LymphNodeQuantLib.training",
+        "device": "cpu",
     }
     candidate = args.work_dir / "candidate-model"
-    export_model(result.checkpoint, candidate, name=MODEL_NAME, version=MODEL_VERSION, training_extra=training_extra, overwrite=True)
+    export_model(
+        result.checkpoint, candidate, name=MODEL_NAME, version=MODEL_VERSION, training_extra=training_extra, overwrite=True
+    )
     metrics = evaluate_heldout(candidate)
-    description = ("Compact 3-D U-Net (nnU-Net PlainConvUNet) for mediastinal lymph nodes on chest CT, trained on synthetic "
-                   "phantoms and on real chest CTs with implanted synthetic nodes (no patient labels). Not validated on "
-                   "annotated patient data; not for clinical use.")
-    out = export_model(result.checkpoint, args.out, name=MODEL_NAME, version=MODEL_VERSION, description=description,
-                       training_extra=training_extra, metrics=metrics, overwrite=args.overwrite)
+    description = (
+        "Compact 3-D U-Net (nnU-Net PlainConvUNet) for mediastinal lymph nodes on chest CT, trained on synthetic "
+        "phantoms and on real chest CTs with implanted synthetic nodes (no patient labels). Not validated on "
+        "annotated patient data; not for clinical use."
+    )
+    out = export_model(
+        result.checkpoint,
+        args.out,
+        name=MODEL_NAME,
+        version=MODEL_VERSION,
+        description=description,
+        training_extra=training_extra,
+        metrics=metrics,
+        overwrite=args.overwrite,
+    )
     if ATTRIBUTION.exists():
         shutil.copyfile(ATTRIBUTION, out / "LIDC-IDRI-ATTRIBUTION.txt")
     write_model_card_md(out, metrics, config)
@@ -233,23 +298,36 @@ def heldout_table(held: dict) -> list[str]:
     """Markdown table rows of the held-out phantom scores (model card and RESULTS.md)."""
     return ["| phantom | Dice | ASSD (mm) | node sensitivity | node precision |", "|---|---|---|---|---|"] + [
         f"| {r['seed']} | {r['dice']:.3f} | {r['assd_mm']:.2f} | {r['sensitivity']:.2f} | {r['precision']:.2f} |"
-        for r in held["cases"]]
+        for r in held["cases"]
+    ]
 
 
-STAGE_DATA = {1: "phantoms (totalseg)", 2: "phantoms (totalseg)", 3: "real CTs with implanted nodes + phantoms (anatomy)",
-              4: "as stage 3, 70% of patches on labelled nodes"}
-STAGE_START = {1: "random", 2: "stage 1 weights", 3: "stage 2 weights (`benchmarks/pretrained/lnq-phantom-unet`)",
-               4: "stage 3 weights"}
+STAGE_DATA = {
+    1: "phantoms (totalseg)",
+    2: "phantoms (totalseg)",
+    3: "real CTs with implanted nodes + phantoms (anatomy)",
+    4: "as stage 3, 70% of patches on labelled nodes",
+}
+STAGE_START = {
+    1: "random",
+    2: "stage 1 weights",
+    3: "stage 2 weights (`benchmarks/pretrained/lnq-phantom-unet`)",
+    4: "stage 3 weights",
+}
 
 
 def stage_table(card: dict) -> list[str]:
     """Markdown rows: one per training stage (RESULTS.md and the model card)."""
-    rows = ["| stage | data (strategy) | iterations | learning rate | seed | starts from | validation Dice at model spacing |",
-            "|---|---|---|---|---|---|---|"]
+    rows = [
+        "| stage | data (strategy) | iterations | learning rate | seed | starts from | validation Dice at model spacing |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for stage in card["training"]["stages"]:
         number, validation = stage["stage"], stage["final_validation_at_model_spacing"]["val_dice"]
-        rows.append(f"| {number} | {STAGE_DATA.get(number, '')} | {stage['iterations']} | {stage['config']['learning_rate']} | "
-                    f"{stage['config']['seed']} | {STAGE_START.get(number, '')} | {validation:.3f} |")
+        rows.append(
+            f"| {number} | {STAGE_DATA.get(number, '')} | {stage['iterations']} | {stage['config']['learning_rate']} | "
+            f"{stage['config']['seed']} | {STAGE_START.get(number, '')} | {validation:.3f} |"
+        )
     return rows
 
 
@@ -259,26 +337,32 @@ def write_results_section(folder: Path, metrics: dict, train_seconds: float) -> 
 
     card = json.loads((folder / "model.json").read_text())
     held = metrics["heldout_phantoms"]
-    lines = [
-        f"## The packaged default model `{MODEL_NAME}` (`benchmarks/train_default_model.py`)",
-        "",
-        f"Machine: {machine_description()}.  ",
-        f"Command: `{COMMAND}` (from the repository root); the invocation that wrote this took {train_seconds / 60:.0f} min "
-        "of wall time for data, preprocessing and stages 3-4 (a run resumed after an interruption counts only its own part; "
-        "stage 3 alone is about 45 min on 2 cores). Stages 1-2 come from `benchmarks/pretrained/lnq-phantom-unet`, whose "
-        "own run took 31 min; `--from-scratch` reruns them.",
-        "",
-    ] + stage_table(card) + [
-        "",
-        f"Held-out phantoms (full labels, never seen in training: seeds {held['seeds']}, 512 x 512 x 110 at 0.8 x 0.8 x 3 mm), "
-        "segmented end to end with the `lnq segment` pipeline (anatomy filter on) and scored on the CT grid with LNQ2023 rules:",
-        "",
-    ] + heldout_table(held) + [
-        "",
-        f"Median Dice **{held['dice_median']:.3f}**, median ASSD **{held['assd_mm_median']:.2f} mm** "
-        f"(mean node sensitivity {held['node_sensitivity_mean']:.2f}, precision {held['node_precision_mean']:.2f}). "
-        "Phantom scores; real chest CT is scored in the section \"Real chest CT\".",
-    ]
+    lines = (
+        [
+            f"## The packaged default model `{MODEL_NAME}` (`benchmarks/train_default_model.py`)",
+            "",
+            f"Machine: {machine_description()}.  ",
+            f"Command: `{COMMAND}` (from the repository root); the invocation that wrote this took {train_seconds / 60:.0f} min "
+            "of wall time for data, preprocessing and stages 3-4 (a run resumed after an interruption counts only its own part; "
+            "stage 3 alone is about 45 min on 2 cores). Stages 1-2 come from `benchmarks/pretrained/lnq-phantom-unet`, whose "
+            "own run took 31 min; `--from-scratch` reruns them.",
+            "",
+        ]
+        + stage_table(card)
+        + [
+            "",
+            f"Held-out phantoms (full labels, never seen in training: seeds {held['seeds']}, 512 x 512 x 110 at 0.8 x 0.8 x 3 mm), "
+            "segmented end to end with the `lnq segment` pipeline (anatomy filter on) and scored on the CT grid with LNQ2023 rules:",
+            "",
+        ]
+        + heldout_table(held)
+        + [
+            "",
+            f"Median Dice **{held['dice_median']:.3f}**, median ASSD **{held['assd_mm_median']:.2f} mm** "
+            f"(mean node sensitivity {held['node_sensitivity_mean']:.2f}, precision {held['node_precision_mean']:.2f}). "
+            'Phantom scores; real chest CT is scored in the section "Real chest CT".',
+        ]
+    )
     update_section("default_model", "\n".join(lines))
 
 
@@ -286,54 +370,60 @@ def write_model_card_md(folder: Path, metrics: dict, config) -> None:
     card = json.loads((folder / "model.json").read_text())
     held = metrics["heldout_phantoms"]
     real = card["training"]["real_ct_backgrounds"]
-    lines = [
-        f"# Model card: {card['name']} {card['version']}",
-        "",
-        card["description"],
-        "",
-        "## Intended use",
-        "Finding and measuring mediastinal lymph nodes on chest CT with the LymphNodeQuant pipeline (Slicer module, "
-        "`lnq segment`), for research and demonstration. **Not validated on annotated patient data, not for clinical "
-        "use.** For accuracy on patients, train on annotated CT (e.g. LNQ2023) with `lnq train` and load it with "
-        "`--model PATH`.",
-        "",
-        "## Training data: what it saw",
-        f"- {card['training']['data']}",
-        f"- Real CTs (anatomy only, no labels): {', '.join(real['cts'])}; nodes implanted {len(real['implant_seeds'])} times "
-        f"per CT ({real['nodes_per_case']} per case, seeds {real['implant_seeds']}). LIDC-IDRI scans: CC BY 3.0, see "
-        "`LIDC-IDRI-ATTRIBUTION.txt` beside this card.",
-        "- Synthetic phantoms (`LymphNodeQuantLib.synthetic.make_phantom`): basic and extended anatomy (ribs, sternum, "
-        "clavicles, upper abdomen, neck), grids from 0.65 to 3.5 mm in-plane and 1.25 to 5 mm slices.",
-        "- Never: patient annotations, real lymph-node labels, contrast phases or scanners beyond those few scans.",
-        "",
-        "## Training",
-        f"- Network: PlainConvUNet features {config.architecture['arguments']['features_per_stage']}, patch "
-        f"{list(config.patch_size_zyx)} at {list(config.spacing_zyx_mm)} mm, mediastinum crop; batch {config.batch_size}, "
-        f"{config.optimizer}, poly learning rate, CPU (no GPU was available).",
-        "",
-    ] + stage_table(card) + [
-        "",
-        f"Reproduce: `{COMMAND}`",
-        "",
-        "## Evaluation",
-        f"Held-out synthetic phantoms (seeds {held['seeds']}, 512x512x110 at 0.8x0.8x3 mm, full labels), `lnq segment` "
-        "pipeline, LNQ2023 rules:",
-        "",
-    ] + heldout_table(held) + [
-        "",
-        f"Median Dice {held['dice_median']:.3f}, median ASSD {held['assd_mm_median']:.2f} mm.",
-        "",
-        "<!-- BEGIN real_ct -->",
-        "Real chest CT: see `benchmarks/real_ct_bench.py` and the section \"Real chest CT\" of `benchmarks/RESULTS.md`.",
-        "<!-- END real_ct -->",
-        "",
-        "## Not validated on",
-        "Annotated patient CT (no real node labels exist in this project: real scans were scored only on implanted "
-        "nodes and on predictions that are certainly not nodes), paediatric scans, scans with lung disease that removes "
-        "the parenchyma's air (e.g. complete collapse or pneumonectomy, where the mediastinum cannot be found), "
-        "non-axial acquisitions, MR or PET.",
-        "",
-    ]
+    lines = (
+        [
+            f"# Model card: {card['name']} {card['version']}",
+            "",
+            card["description"],
+            "",
+            "## Intended use",
+            "Finding and measuring mediastinal lymph nodes on chest CT with the LymphNodeQuant pipeline (Slicer module, "
+            "`lnq segment`), for research and demonstration. **Not validated on annotated patient data, not for clinical "
+            "use.** For accuracy on patients, train on annotated CT (e.g. LNQ2023) with `lnq train` and load it with "
+            "`--model PATH`.",
+            "",
+            "## Training data: what it saw",
+            f"- {card['training']['data']}",
+            f"- Real CTs (anatomy only, no labels): {', '.join(real['cts'])}; nodes implanted {len(real['implant_seeds'])} times "
+            f"per CT ({real['nodes_per_case']} per case, seeds {real['implant_seeds']}). LIDC-IDRI scans: CC BY 3.0, see "
+            "`LIDC-IDRI-ATTRIBUTION.txt` beside this card.",
+            "- Synthetic phantoms (`LymphNodeQuantLib.synthetic.make_phantom`): basic and extended anatomy (ribs, sternum, "
+            "clavicles, upper abdomen, neck), grids from 0.65 to 3.5 mm in-plane and 1.25 to 5 mm slices.",
+            "- Never: patient annotations, real lymph-node labels, contrast phases or scanners beyond those few scans.",
+            "",
+            "## Training",
+            f"- Network: PlainConvUNet features {config.architecture['arguments']['features_per_stage']}, patch "
+            f"{list(config.patch_size_zyx)} at {list(config.spacing_zyx_mm)} mm, mediastinum crop; batch {config.batch_size}, "
+            f"{config.optimizer}, poly learning rate, CPU (no GPU was available).",
+            "",
+        ]
+        + stage_table(card)
+        + [
+            "",
+            f"Reproduce: `{COMMAND}`",
+            "",
+            "## Evaluation",
+            f"Held-out synthetic phantoms (seeds {held['seeds']}, 512x512x110 at 0.8x0.8x3 mm, full labels), `lnq segment` "
+            "pipeline, LNQ2023 rules:",
+            "",
+        ]
+        + heldout_table(held)
+        + [
+            "",
+            f"Median Dice {held['dice_median']:.3f}, median ASSD {held['assd_mm_median']:.2f} mm.",
+            "",
+            "<!-- BEGIN real_ct -->",
+            'Real chest CT: see `benchmarks/real_ct_bench.py` and the section "Real chest CT" of `benchmarks/RESULTS.md`.',
+            "<!-- END real_ct -->",
+            "",
+            "## Not validated on",
+            "Annotated patient CT (no real node labels exist in this project: real scans were scored only on implanted "
+            "nodes and on predictions that are certainly not nodes), paediatric scans, scans with lung disease that removes "
+            "the parenchyma's air (e.g. complete collapse or pneumonectomy, where the mediastinum cannot be found), "
+            "non-axial acquisitions, MR or PET.",
+            "",
+        ]
+    )
     (folder / "MODEL_CARD.md").write_text("\n".join(lines))
 
 

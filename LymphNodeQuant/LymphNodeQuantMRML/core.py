@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
+
 from LymphNodeQuantLib.errors import CancelledError, InputError
 from LymphNodeQuantLib.geometry import Volume
 
@@ -126,9 +127,14 @@ class BackgroundSegmentation:
             labels = read_volume(outputs.get("segmentation") or self.output_path)
             messages = done.get("messages") if isinstance(done.get("messages"), list) else []
             dropped = done.get("dropped_candidates") if isinstance(done.get("dropped_candidates"), dict) else {}
-            return SegmentationOutcome(labels, model_card_of(self.model), str(done.get("device") or self.device),
-                                       [str(m) for m in messages], {str(k): int(v) for k, v in dropped.items()},
-                                       bool(done.get("has_mediastinum", True)))
+            return SegmentationOutcome(
+                labels,
+                model_card_of(self.model),
+                str(done.get("device") or self.device),
+                [str(m) for m in messages],
+                {str(k): int(v) for k, v in dropped.items()},
+                bool(done.get("has_mediastinum", True)),
+            )
         finally:
             self.cleanup()
 
@@ -189,8 +195,14 @@ class LymphNodeQuantCore:
         from LymphNodeQuantLib.inference import segment_volume
 
         result = segment_volume(volume, model=model, device=device, output="instances", progress=progress, cancel=cancel)
-        return SegmentationOutcome(result.labels, result.model_card, str(result.device), [str(m) for m in (result.messages or [])],
-                                   dict(result.dropped_candidates), result.has_mediastinum)
+        return SegmentationOutcome(
+            result.labels,
+            result.model_card,
+            str(result.device),
+            [str(m) for m in (result.messages or [])],
+            dict(result.dropped_candidates),
+            result.has_mediastinum,
+        )
 
     def add_segmentation(self, volume_node, outcome: SegmentationOutcome, output_node=None, name: Optional[str] = None):
         """Put a segmentation outcome into the scene: a new node, or ``output_node`` when given."""
@@ -199,7 +211,11 @@ class LymphNodeQuantCore:
         with SceneTransaction(self.scene):
             if output_node is None:
                 node = segmentations.add_segmentation_node(
-                    self.scene, outcome.labels, name or f"{volume_node.GetName()} lymph nodes", model_info=info, reference_volume_node=volume_node
+                    self.scene,
+                    outcome.labels,
+                    name or f"{volume_node.GetName()} lymph nodes",
+                    model_info=info,
+                    reference_volume_node=volume_node,
                 )
             else:
                 node = output_node
@@ -211,12 +227,26 @@ class LymphNodeQuantCore:
             node.SetAttribute(ATTRIBUTE_HAS_MEDIASTINUM, "true" if outcome.has_mediastinum else "false")
         count = node.GetSegmentation().GetNumberOfSegments()
         if count == 0:
-            self._say(f"No lymph nodes found in '{volume_node.GetName()}' by model {info.name} {info.version}: the segmentation is empty.")
+            self._say(
+                f"No lymph nodes found in '{volume_node.GetName()}' by model {info.name} {info.version}: the segmentation is empty."
+            )
         else:
-            self._say(f"Found {count} lymph node{'s' if count != 1 else ''} in '{volume_node.GetName()}' (model {info.name} {info.version}, {info.device}).")
+            self._say(
+                f"Found {count} lymph node{'s' if count != 1 else ''} in '{volume_node.GetName()}' (model {info.name} {info.version}, {info.device})."
+            )
         return node
 
-    def segment(self, volume_node, model: str = "default", device: str = "auto", *, output_node=None, progress=None, cancel=None, background: bool = False):
+    def segment(
+        self,
+        volume_node,
+        model: str = "default",
+        device: str = "auto",
+        *,
+        output_node=None,
+        progress=None,
+        cancel=None,
+        background: bool = False,
+    ):
         """Segment lymph nodes in ``volume_node``; returns the ``vtkMRMLSegmentationNode``.
 
         A new node is created unless ``output_node`` is given (its segments are then replaced).
@@ -247,7 +277,11 @@ class LymphNodeQuantCore:
         measurements = measure_nodes(export.labels, ct, nodes_from="labels")
         present_values = [int(v) for v in np.unique(export.labels.array) if v]
         engine_ids = [int(m.node_id) for m in measurements]
-        value_of = dict(zip(engine_ids, engine_ids)) if set(engine_ids) == set(present_values) else dict(zip(range(1, len(present_values) + 1), present_values))
+        value_of = (
+            dict(zip(engine_ids, engine_ids))
+            if set(engine_ids) == set(present_values)
+            else dict(zip(range(1, len(present_values) + 1), present_values))
+        )
         for measurement in measurements:
             measurement.node_id = value_of[int(measurement.node_id)]  # node id = segment "Lymph node N"
         rows = measurements_to_rows(measurements)
@@ -301,11 +335,15 @@ class LymphNodeQuantCore:
                     "(Segment Editor > 'Specify geometry') or import the reference with its CT as reference volume."
                 )
             reference_grid = prediction_grid
-            self._say(f"'{reference_segmentation_node.GetName()}' has no reference geometry; it was scored on the grid of '{segmentation_node.GetName()}'.")
+            self._say(
+                f"'{reference_segmentation_node.GetName()}' has no reference geometry; it was scored on the grid of '{segmentation_node.GetName()}'."
+            )
         prediction = segmentations.labels_from_segmentation_node(segmentation_node, geometry=prediction_grid).labels
         reference = segmentations.labels_from_segmentation_node(reference_segmentation_node, geometry=reference_grid).labels
         # Segments are nodes (they may touch): detection counts label values, not components.
-        evaluation = evaluate_case(prediction, reference, foreground="nonzero", resample_prediction=True, detection_nodes="labels")
+        evaluation = evaluate_case(
+            prediction, reference, foreground="nonzero", resample_prediction=True, detection_nodes="labels"
+        )
         if evaluation.resampled_prediction:
             self._say(
                 f"'{segmentation_node.GetName()}' ({prediction.geometry.describe()}) is on another grid than the reference "

@@ -195,7 +195,14 @@ def constraints_text(
     A protected package that is importable but has no pip metadata (Slicer's own vtk is built with
     Slicer) gets an unsatisfiable constraint, so pip fails rather than install a second copy.
     """
-    import_names = {"SimpleITK": "SimpleITK", "numpy": "numpy", "scipy": "scipy", "vtk": "vtk", "torch": "torch", "torchvision": "torchvision"}
+    import_names = {
+        "SimpleITK": "SimpleITK",
+        "numpy": "numpy",
+        "scipy": "scipy",
+        "vtk": "vtk",
+        "torch": "torch",
+        "torchvision": "torchvision",
+    }
     lines = []
     for distribution in protected:
         version = version_of(distribution)
@@ -239,7 +246,12 @@ class PipInstallJob:
         try:
             constraints_path = self._folder / "constraints.txt"
             constraints_path.write_text(constraints_text() if constraints is None else constraints, encoding="utf-8")
-            command = [python_executable or runner.default_python_executable(), str(GUARDED_PIP_SCRIPT), "--constraints", str(constraints_path)]
+            command = [
+                python_executable or runner.default_python_executable(),
+                str(GUARDED_PIP_SCRIPT),
+                "--constraints",
+                str(constraints_path),
+            ]
             command += [f"--protect={name}" for name in (protected_distributions() if protected is None else protected)]
             command += [f"--pip-option={option}" for option in pip_options]
             if dry_run_only:
@@ -306,7 +318,9 @@ def install_torch(plan: InstallPlan, install_torch_callback: Optional[Callable[[
     if not install_torch_callback(TORCH.specifier):
         raise DependencyError(f"The PyTorch extension did not install PyTorch {TORCH.specifier}; see the Python console log.")
     if plan.restart_needed:
-        raise DependencyError(f"PyTorch was upgraded from {plan.torch_installed}; restart Slicer to use the new version, then click Segment again.")
+        raise DependencyError(
+            f"PyTorch was upgraded from {plan.torch_installed}; restart Slicer to use the new version, then click Segment again."
+        )
     importlib.invalidate_caches()
 
 

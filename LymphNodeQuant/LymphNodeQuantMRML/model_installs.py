@@ -35,16 +35,33 @@ def model_choices() -> list[ModelChoice]:
 
     installed = [m for m in list_models() if not m.get("error")]
     installed.sort(key=lambda m: not m.get("default", False))
-    choices = [ModelChoice(str(m["name"]), str(m["name"]), f"{m['name']} {m.get('version', '')}: {m.get('description', '')}",
-                           True, licence=str(m.get("licence", ""))) for m in installed]
+    choices = [
+        ModelChoice(
+            str(m["name"]),
+            str(m["name"]),
+            f"{m['name']} {m.get('version', '')}: {m.get('description', '')}",
+            True,
+            licence=str(m.get("licence", "")),
+        )
+        for m in installed
+    ]
     names = {m["name"] for m in installed}
     for model in published_models():
         if model.name in names:
             continue
         size = model.size_bytes()
         label = f"{model.name} (install: {size / 1e9:.1f} GB, {model.licence})"
-        choices.append(ModelChoice(model.key, label, f"{model.display_name or model.key} {model.version}: {model.recommended_use}",
-                                   False, size, model.licence, model.recommended_use))
+        choices.append(
+            ModelChoice(
+                model.key,
+                label,
+                f"{model.display_name or model.key} {model.version}: {model.recommended_use}",
+                False,
+                size,
+                model.licence,
+                model.recommended_use,
+            )
+        )
     return choices
 
 
@@ -56,11 +73,23 @@ def installed_name(source: str) -> str:
 class BackgroundModelInstall:
     """``lnq models install SOURCE`` in a background process; poll from a timer, :meth:`cancel` kills it."""
 
-    def __init__(self, source: str, *, folds: Optional[Sequence[int]] = None, accept_licence: bool = False,
-                 overwrite: bool = False, python_executable: Optional[str] = None) -> None:
+    def __init__(
+        self,
+        source: str,
+        *,
+        folds: Optional[Sequence[int]] = None,
+        accept_licence: bool = False,
+        overwrite: bool = False,
+        python_executable: Optional[str] = None,
+    ) -> None:
         self.source = source
-        command = runner.install_model_command(python_executable or runner.default_python_executable(), source,
-                                               folds=folds, accept_licence=accept_licence, overwrite=overwrite)
+        command = runner.install_model_command(
+            python_executable or runner.default_python_executable(),
+            source,
+            folds=folds,
+            accept_licence=accept_licence,
+            overwrite=overwrite,
+        )
         self.process = runner.EngineProcess(command, env=runner.engine_environment())
         self.process.start()
 

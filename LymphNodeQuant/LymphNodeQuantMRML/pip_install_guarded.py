@@ -85,7 +85,17 @@ def main(argv=None):
     parser.add_argument("--dry-run-only", action="store_true", help="resolve and check only")
     parser.add_argument("requirements", nargs="+")
     args = parser.parse_args(argv)
-    pip = [sys.executable, "-m", "pip", "install", "--disable-pip-version-check", "--only-binary=:all:", "-c", args.constraints, *args.pip_option]
+    pip = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--disable-pip-version-check",
+        "--only-binary=:all:",
+        "-c",
+        args.constraints,
+        *args.pip_option,
+    ]
 
     emit("progress", fraction=0.02, stage="resolving")
     handle, report_path = tempfile.mkstemp(prefix="LymphNodeQuant-pip-report-", suffix=".json")
@@ -98,7 +108,10 @@ def main(argv=None):
         for line in resolution.stdout.splitlines():
             log(line)
         if resolution.returncode != 0:
-            emit("error", message="pip could not resolve " + " ".join(args.requirements) + ":\n" + pip_error_summary(resolution.stdout))
+            emit(
+                "error",
+                message="pip could not resolve " + " ".join(args.requirements) + ":\n" + pip_error_summary(resolution.stdout),
+            )
             return 2
         with open(report_path, encoding="utf-8") as stream:
             distributions = resolved_distributions(json.load(stream))

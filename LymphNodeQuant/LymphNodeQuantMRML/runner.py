@@ -103,7 +103,11 @@ def segment_command(
 
 
 def install_model_command(
-    python_executable: str, source: str, *, folds: Optional[Sequence[int]] = None, accept_licence: bool = False,
+    python_executable: str,
+    source: str,
+    *,
+    folds: Optional[Sequence[int]] = None,
+    accept_licence: bool = False,
     overwrite: bool = False,
 ) -> list[str]:
     """Command line for ``python -m LymphNodeQuantLib models install`` with JSON progress."""
@@ -161,7 +165,9 @@ def kill_process_tree(process: subprocess.Popen, grace_seconds: float = 3.0) -> 
 class EngineProcess:
     """One background engine run: start, poll without blocking, cancel, or wait."""
 
-    def __init__(self, command: Sequence[str], *, env: Optional[dict[str, str]] = None, cwd: Optional[str] = None, log_lines: int = 200) -> None:
+    def __init__(
+        self, command: Sequence[str], *, env: Optional[dict[str, str]] = None, cwd: Optional[str] = None, log_lines: int = 200
+    ) -> None:
         self.command = [str(part) for part in command]
         self.env = env
         self.cwd = cwd

@@ -111,7 +111,9 @@ def _oriented_image_from_labels(labels: Volume):
     return image
 
 
-def fill_segmentation_node(segmentation_node, labels: Volume, model_info: Optional[ModelInfo] = None, reference_volume_node=None) -> list[str]:
+def fill_segmentation_node(
+    segmentation_node, labels: Volume, model_info: Optional[ModelInfo] = None, reference_volume_node=None
+) -> list[str]:
     """Replace the content of ``segmentation_node`` with one segment per non-zero label value.
 
     Returns the new segment IDs in label order. An all-zero ``labels`` leaves no segments (an empty
@@ -135,7 +137,9 @@ def fill_segmentation_node(segmentation_node, labels: Volume, model_info: Option
 
     if not np.any(labels.array):
         return []
-    if not slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(image, segmentation_node, SEGMENT_NAME_PREFIX):
+    if not slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(
+        image, segmentation_node, SEGMENT_NAME_PREFIX
+    ):
         raise RuntimeError(f"Slicer could not import the label map into '{segmentation_node.GetName()}'.")
 
     category, type_, region = terminology.codes_from_model_label(model_info.label_entry)
@@ -156,7 +160,9 @@ def fill_segmentation_node(segmentation_node, labels: Volume, model_info: Option
     return [segment_id for _, segment_id in sorted(segment_ids)]
 
 
-def add_segmentation_node(scene, labels: Volume, name: str, *, model_info: Optional[ModelInfo] = None, reference_volume_node=None):
+def add_segmentation_node(
+    scene, labels: Volume, name: str, *, model_info: Optional[ModelInfo] = None, reference_volume_node=None
+):
     """Add a new ``vtkMRMLSegmentationNode`` holding ``labels`` (see :func:`fill_segmentation_node`)."""
     segmentation_node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", scene.GenerateUniqueName(name))
     segmentation_node.CreateDefaultDisplayNodes()
@@ -202,9 +208,7 @@ def _name_matched_color_table(scene, segmentation):
     names = [segmentation.GetSegment(segment_id).GetName() for segment_id in segment_ids]
     duplicates = {name for name in names if names.count(name) > 1}
     if duplicates:
-        raise InputError(
-            f"Segment names must be unique to export label values; rename the duplicates: {sorted(duplicates)}."
-        )
+        raise InputError(f"Segment names must be unique to export label values; rename the duplicates: {sorted(duplicates)}.")
     value_by_id: dict[str, int] = {}
     for segment_id, name in zip(segment_ids, names):
         value = label_value_from_name(name)
@@ -228,7 +232,9 @@ def _name_matched_color_table(scene, segmentation):
     return color_table, value_by_id
 
 
-def labels_from_segmentation_node(segmentation_node, reference_volume_node=None, geometry: Optional[ImageGeometry] = None) -> LabelExport:
+def labels_from_segmentation_node(
+    segmentation_node, reference_volume_node=None, geometry: Optional[ImageGeometry] = None
+) -> LabelExport:
     """Export all segments to one label volume on the grid of ``reference_volume_node``.
 
     Or on ``geometry`` when given; without either, on the segmentation's own reference geometry
@@ -241,7 +247,9 @@ def labels_from_segmentation_node(segmentation_node, reference_volume_node=None,
         scene = segmentation_node.GetScene() if segmentation_node is not None else None
         if scene is None:
             raise InputError("The segmentation is not in a scene.")
-        grid_node = add_volume_node(scene, Volume(np.zeros(geometry.shape_zyx, np.uint8), geometry), scene.GenerateUniqueName("LymphNodeQuantGrid"))
+        grid_node = add_volume_node(
+            scene, Volume(np.zeros(geometry.shape_zyx, np.uint8), geometry), scene.GenerateUniqueName("LymphNodeQuantGrid")
+        )
         try:
             return labels_from_segmentation_node(segmentation_node, grid_node)
         finally:
@@ -262,7 +270,11 @@ def labels_from_segmentation_node(segmentation_node, reference_volume_node=None,
     if scene is None:
         raise InputError(f"Segmentation '{segmentation_node.GetName()}' is not in a scene.")
     segmentation = segmentation_node.GetSegmentation()
-    geometry = geometry_of_volume_node(reference_volume_node) if reference_volume_node is not None else reference_geometry_of_segmentation(segmentation_node)
+    geometry = (
+        geometry_of_volume_node(reference_volume_node)
+        if reference_volume_node is not None
+        else reference_geometry_of_segmentation(segmentation_node)
+    )
 
     if segmentation.GetNumberOfSegments() == 0:
         if geometry is None:

@@ -134,10 +134,7 @@ def table_row_dicts(table_node) -> list[dict[str, Any]]:
     """All rows of a table node as dicts (column name -> value)."""
     table = table_node.GetTable()
     names = [table.GetColumnName(index) for index in range(table.GetNumberOfColumns())]
-    return [
-        {name: table.GetColumnByName(name).GetValue(row) for name in names}
-        for row in range(table.GetNumberOfRows())
-    ]
+    return [{name: table.GetColumnByName(name).GetValue(row) for name in names} for row in range(table.GetNumberOfRows())]
 
 
 def find_row(table_node, column_name: str, value: Any) -> Optional[int]:

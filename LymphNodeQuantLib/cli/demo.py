@@ -117,7 +117,9 @@ def run_main_job(folder: Path, model: str = "default", device: str = "auto") -> 
     with written_together():  # the segmentation and its table appear together or not at all
         write_segmentation(outputs["segmentation"], result.labels, result.model_card, overwrite=True)
         write_node_table(outputs["table"], measurements, overwrite=True)
-    print(f"Segmented with {result.model_card.title} on {result.device} in {result.timings_s['total']:.1f} s: {result.node_count} node(s)")
+    print(
+        f"Segmented with {result.model_card.title} on {result.device} in {result.timings_s['total']:.1f} s: {result.node_count} node(s)"
+    )
     for message in result.messages:  # validation note, crop, nodes found and candidates dropped per reason
         print(message)
     scores = evaluate_case(result.labels, read_volume(paths["seg"]), detection_nodes="labels")

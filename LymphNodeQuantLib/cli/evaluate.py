@@ -19,13 +19,36 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument("--pred", required=True, help="predicted label map, or a folder of them")
     parser.add_argument("--ref", required=True, help="reference label map, or a folder of them")
-    parser.add_argument("--foreground", choices=("nonzero", "label1"), default="nonzero",
-                        help="nonzero (default): every node of a binary map, instance map or .seg.nrrd; label1: label 1 only "
-                        "(identical on LNQ2023's 0/1 files); a map with other labels gets a note saying what was scored")
-    parser.add_argument("--resample-prediction", action="store_true", help="resample the prediction onto the reference grid (nearest neighbour) instead of refusing different grids")
-    parser.add_argument("--detection-nodes", choices=("components", "labels"), default="components", help="nodes for detection: 26-connected components (default) or the label values of instance maps")
-    parser.add_argument("--min-iou", type=float, default=0.0, help="IoU a predicted and a reference node must exceed to match (default 0: any overlap)")
-    parser.add_argument("--nan-policy", choices=("worst", "omit"), default="worst", help="NaN ASSD/HD95 in the summary: replace by the worst finite value (default, as LNQ2023) or omit")
+    parser.add_argument(
+        "--foreground",
+        choices=("nonzero", "label1"),
+        default="nonzero",
+        help="nonzero (default): every node of a binary map, instance map or .seg.nrrd; label1: label 1 only "
+        "(identical on LNQ2023's 0/1 files); a map with other labels gets a note saying what was scored",
+    )
+    parser.add_argument(
+        "--resample-prediction",
+        action="store_true",
+        help="resample the prediction onto the reference grid (nearest neighbour) instead of refusing different grids",
+    )
+    parser.add_argument(
+        "--detection-nodes",
+        choices=("components", "labels"),
+        default="components",
+        help="nodes for detection: 26-connected components (default) or the label values of instance maps",
+    )
+    parser.add_argument(
+        "--min-iou",
+        type=float,
+        default=0.0,
+        help="IoU a predicted and a reference node must exceed to match (default 0: any overlap)",
+    )
+    parser.add_argument(
+        "--nan-policy",
+        choices=("worst", "omit"),
+        default="worst",
+        help="NaN ASSD/HD95 in the summary: replace by the worst finite value (default, as LNQ2023) or omit",
+    )
     parser.add_argument("--pred-pattern", default="*", help="file pattern in the prediction folder (default '*')")
     parser.add_argument("--ref-pattern", default="*-seg.nrrd", help="file pattern in the reference folder (default '*-seg.nrrd')")
     parser.add_argument("--out", help="per-case CSV (folders) or result file .json/.csv (one case)")
@@ -49,8 +72,10 @@ def run(args: argparse.Namespace) -> int:
 
     pred, ref = Path(args.pred), Path(args.ref)
     options = dict(
-        foreground=args.foreground, resample_prediction=args.resample_prediction,
-        detection_nodes=args.detection_nodes, min_iou=args.min_iou,
+        foreground=args.foreground,
+        resample_prediction=args.resample_prediction,
+        detection_nodes=args.detection_nodes,
+        min_iou=args.min_iou,
     )
     outputs = [Path(p) for p in (args.out, args.summary) if p]
     for path in outputs:
@@ -74,7 +99,9 @@ def run(args: argparse.Namespace) -> int:
         else:
             e = evaluation
             print(f"Dice {_format(e.dice)}  ASSD {_format(e.assd_mm, ' mm')}  HD95 {_format(e.hd95_mm, ' mm')}")
-            print(f"nodes: reference {e.reference_nodes}, predicted {e.predicted_nodes}; TP {e.true_positives} FP {e.false_positives} FN {e.false_negatives}")
+            print(
+                f"nodes: reference {e.reference_nodes}, predicted {e.predicted_nodes}; TP {e.true_positives} FP {e.false_positives} FN {e.false_negatives}"
+            )
             for note in e.notes:
                 print(f"note: {note}")
         return 0
@@ -89,12 +116,18 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
-        print(f"{summary['cases']} cases: median Dice {_format(summary['dice_median'])}, median ASSD {_format(summary['assd_mm_median'], ' mm')}, "
-              f"median HD95 {_format(summary['hd95_mm_median'], ' mm')}")
-        print(f"mean Dice {_format(summary['dice_mean'])}, mean ASSD {_format(summary['assd_mm_mean'], ' mm')}; "
-              f"{summary['assd_mm_nan_cases']} case(s) with NaN ASSD: {summary['nan_policy_description']}")
-        print(f"detection: TP {summary['true_positives']} FP {summary['false_positives']} FN {summary['false_negatives']}, "
-              f"sensitivity {_format(summary['sensitivity_pooled'])}, precision {_format(summary['precision_pooled'])}")
+        print(
+            f"{summary['cases']} cases: median Dice {_format(summary['dice_median'])}, median ASSD {_format(summary['assd_mm_median'], ' mm')}, "
+            f"median HD95 {_format(summary['hd95_mm_median'], ' mm')}"
+        )
+        print(
+            f"mean Dice {_format(summary['dice_mean'])}, mean ASSD {_format(summary['assd_mm_mean'], ' mm')}; "
+            f"{summary['assd_mm_nan_cases']} case(s) with NaN ASSD: {summary['nan_policy_description']}"
+        )
+        print(
+            f"detection: TP {summary['true_positives']} FP {summary['false_positives']} FN {summary['false_negatives']}, "
+            f"sensitivity {_format(summary['sensitivity_pooled'])}, precision {_format(summary['precision_pooled'])}"
+        )
         for e in evaluations:
             for note in e.notes:
                 print(f"note: {e.case_id}: {note}")

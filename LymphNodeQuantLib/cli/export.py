@@ -36,9 +36,16 @@ def run(args: argparse.Namespace) -> int:
             metrics = json.loads(args.metrics.read_text())
         except (OSError, json.JSONDecodeError) as error:
             raise InputError(f"Cannot read --metrics '{args.metrics}': {error}.") from None
-    folder = export_model(args.checkpoint, args.out, name=args.name, version=args.version, description=args.description,
-                          metrics=metrics, overwrite=args.overwrite,
-                          training_extra={"exported_with": "lnq export"})
+    folder = export_model(
+        args.checkpoint,
+        args.out,
+        name=args.name,
+        version=args.version,
+        description=args.description,
+        metrics=metrics,
+        overwrite=args.overwrite,
+        training_extra={"exported_with": "lnq export"},
+    )
     card = json.loads((folder / "model.json").read_text())
     print(f"Wrote {folder}/ ({card['weights']['size_bytes'] / 1e6:.1f} MB, sha256 {card['weights']['sha256'][:12]}...)")
     return 0

@@ -22,7 +22,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.set_defaults(func=run)
     actions = parser.add_subparsers(dest="models_command", metavar="{install,remove}")
     install = actions.add_parser(
-        "install", help="install a model: published (publisher:name), zip, folder, or URL with --sha256",
+        "install",
+        help="install a model: published (publisher:name), zip, folder, or URL with --sha256",
         description="Install a model into the user models folder (LNQ_MODELS_DIR overrides it). SOURCE: a published "
         "model (e.g. lnq-segmenter:mediastinal-v1; see 'lnq models'), a LymphNodeQuant model folder or zip, an nnU-Net v2 "
         "results folder or zip (nnUNetv2_export_model_to_zip), or an http(s) URL of a zip with --sha256. Downloads "
@@ -35,11 +36,17 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     install.add_argument("--name", help="install under this name (default: the model's own)")
     install.add_argument("--overwrite", action="store_true", help="replace an installed model of the same name")
     install.add_argument("--accept-licence", action="store_true", help="accept the model's licence (non-interactive use)")
-    install.add_argument("--progress", choices=("bar", "json", "none"), default="bar",
-                         help="bar (default): byte counts on stderr; json: one JSON object per line on stdout (for programs "
-                         "such as the Slicer module); none")
+    install.add_argument(
+        "--progress",
+        choices=("bar", "json", "none"),
+        default="bar",
+        help="bar (default): byte counts on stderr; json: one JSON object per line on stdout (for programs "
+        "such as the Slicer module); none",
+    )
     install.set_defaults(func=run_install)
-    remove = actions.add_parser("remove", help="remove an installed model", description="Remove a model from the user models folder.")
+    remove = actions.add_parser(
+        "remove", help="remove an installed model", description="Remove a model from the user models folder."
+    )
     remove.add_argument("name", help="installed model name (see 'lnq models')")
     remove.set_defaults(func=run_remove)
     return parser
@@ -85,8 +92,11 @@ class ByteProgressPrinter:
 
 
 def _confirm_licence(model) -> bool:
-    print(f"{model.display_name or model.key} {model.version}\n  licence: {model.licence}\n  use: {model.recommended_use}\n"
-          f"  more: {model.homepage}", file=sys.stderr)
+    print(
+        f"{model.display_name or model.key} {model.version}\n  licence: {model.licence}\n  use: {model.recommended_use}\n"
+        f"  more: {model.homepage}",
+        file=sys.stderr,
+    )
     if not sys.stdin.isatty():
         return False
     return input("Accept this licence and install? [y/N] ").strip().lower() in ("y", "yes")
@@ -95,8 +105,13 @@ def _confirm_licence(model) -> bool:
 def _json_progress(done: int, total: int) -> None:
     from .segment import emit
 
-    emit({"event": "progress", "fraction": round(done / max(total, 1), 4),
-          "stage": f"downloading ({done / 1e6:.0f} of {total / 1e6:.0f} MB)"})
+    emit(
+        {
+            "event": "progress",
+            "fraction": round(done / max(total, 1), 4),
+            "stage": f"downloading ({done / 1e6:.0f} of {total / 1e6:.0f} MB)",
+        }
+    )
 
 
 def run_install(args: argparse.Namespace) -> int:
@@ -138,8 +153,18 @@ def run_remove(args: argparse.Namespace) -> int:
 def _installable(installed_names: set) -> list[dict]:
     from ..model_install import published_models
 
-    return [{"name": m.key, "version": m.version, "licence": m.licence, "size_bytes": m.size_bytes(),
-             "folds": m.folds, "recommended_use": m.recommended_use} for m in published_models() if m.name not in installed_names]
+    return [
+        {
+            "name": m.key,
+            "version": m.version,
+            "licence": m.licence,
+            "size_bytes": m.size_bytes(),
+            "folds": m.folds,
+            "recommended_use": m.recommended_use,
+        }
+        for m in published_models()
+        if m.name not in installed_names
+    ]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -151,7 +176,9 @@ def run(args: argparse.Namespace) -> int:
             load_model(args.show)
         print(json.dumps(card.data, indent=2))
         if args.verify and card.weights.get("sha256"):
-            print(f"weights verified: {card.weights['file']} sha256 {card.weights['sha256'][:12]}... ({card.weights['size_bytes']} bytes)")
+            print(
+                f"weights verified: {card.weights['file']} sha256 {card.weights['sha256'][:12]}... ({card.weights['size_bytes']} bytes)"
+            )
         return 0
     models = list_models()
     installable = _installable({m["name"] for m in models})
@@ -175,6 +202,8 @@ def run(args: argparse.Namespace) -> int:
     if installable:
         print("\nInstallable (lnq models install NAME):")
         for entry in installable:
-            print(f"{entry['name']:32s} {entry['version']:8s} {entry['size_bytes'] / 1e9:6.2f} GB ({len(entry['folds'])} folds)  "
-                  f"licence {entry['licence']}\n    {entry['recommended_use']}")
+            print(
+                f"{entry['name']:32s} {entry['version']:8s} {entry['size_bytes'] / 1e9:6.2f} GB ({len(entry['folds'])} folds)  "
+                f"licence {entry['licence']}\n    {entry['recommended_use']}"
+            )
     return 0

@@ -24,21 +24,44 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("ct", help="CT volume (.nrrd, .nii.gz, .mha, ...) or a folder with one DICOM series")
     parser.add_argument("--out", help="output segmentation (default: ./<CT name>.seg.nrrd in the current folder)")
     parser.add_argument("--table", help="also write the per-node measurements to this .csv or .json")
-    parser.add_argument("--model", default="default", help="installed model name (see 'lnq models'), a model folder, or an nnU-Net v2 model folder (default: default)")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="auto (default): CUDA when available, else CPU")
+    parser.add_argument(
+        "--model",
+        default="default",
+        help="installed model name (see 'lnq models'), a model folder, or an nnU-Net v2 model folder (default: default)",
+    )
+    parser.add_argument(
+        "--device", default="auto", choices=("auto", "cpu", "cuda"), help="auto (default): CUDA when available, else CPU"
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.add_argument("--no-crop", action="store_true", help="run on the whole volume instead of the automatic mediastinum box")
-    parser.add_argument("--no-anatomy-filter", action="store_true",
-                        help="keep every candidate the network finds: also those outside the mediastinum, mostly air/lung "
-                        "or mostly bone/contrast (default: the model's setting, on), and segment scans without a mediastinum")
-    parser.add_argument("--allow-unusual-input", action="store_true",
-                        help="segment even when the spacing, field of view or content cannot be a chest CT (refused by default)")
-    parser.add_argument("--tta", action="store_true", help="mirroring test-time augmentation (8 passes; slower, slightly smoother)")
+    parser.add_argument(
+        "--no-anatomy-filter",
+        action="store_true",
+        help="keep every candidate the network finds: also those outside the mediastinum, mostly air/lung "
+        "or mostly bone/contrast (default: the model's setting, on), and segment scans without a mediastinum",
+    )
+    parser.add_argument(
+        "--allow-unusual-input",
+        action="store_true",
+        help="segment even when the spacing, field of view or content cannot be a chest CT (refused by default)",
+    )
+    parser.add_argument(
+        "--tta", action="store_true", help="mirroring test-time augmentation (8 passes; slower, slightly smoother)"
+    )
     parser.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap in [0, 1) (default 0.5)")
     parser.add_argument("--binary", action="store_true", help="write one 'Lymph nodes' label instead of one label per node")
-    parser.add_argument("--min-volume-mm3", type=float, default=None, help="drop nodes smaller than this (default: the model's value)")
-    parser.add_argument("--threshold", type=float, default=None, help="probability threshold (default: the model's value, usually 0.5)")
-    parser.add_argument("--batch-size", type=int, default=2, help="windows per network call (default 2; halved automatically on GPU out-of-memory)")
+    parser.add_argument(
+        "--min-volume-mm3", type=float, default=None, help="drop nodes smaller than this (default: the model's value)"
+    )
+    parser.add_argument(
+        "--threshold", type=float, default=None, help="probability threshold (default: the model's value, usually 0.5)"
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=2,
+        help="windows per network call (default 2; halved automatically on GPU out-of-memory)",
+    )
     parser.add_argument(
         "--progress",
         choices=("bar", "json", "none"),
@@ -68,8 +91,10 @@ def format_node_table(measurements, matched: Optional[dict] = None) -> str:
     lines = [header + ("  in reference" if matched is not None else "")]
     for m in measurements:
         r, a, s = m.centroid_ras_mm
-        line = (f"{m.node_id:>4}  {m.short_axis_mm:8.1f}  {m.long_axis_mm:8.1f}  {m.volume_ml:9.3f}  "
-                f"{f'({r:.1f}, {a:.1f}, {s:.1f})':>24}  {'yes' if m.enlarged else 'no':<8}")
+        line = (
+            f"{m.node_id:>4}  {m.short_axis_mm:8.1f}  {m.long_axis_mm:8.1f}  {m.volume_ml:9.3f}  "
+            f"{f'({r:.1f}, {a:.1f}, {s:.1f})':>24}  {'yes' if m.enlarged else 'no':<8}"
+        )
         if matched is not None:
             line += f"  {'yes' if matched.get(m.node_id) else 'no (false positive)'}"
         lines.append(line.rstrip())
@@ -177,7 +202,11 @@ def _run(args: argparse.Namespace, json_mode: bool) -> int:
 
         measurements = measure_nodes(result.labels, ct, nodes_from="components" if args.binary else "labels")
         with written_together():  # the segmentation and its table appear together or not at all
-            written = {"segmentation": str(write_segmentation(out, result.labels, result.model_card, overwrite=args.overwrite, binary=args.binary))}
+            written = {
+                "segmentation": str(
+                    write_segmentation(out, result.labels, result.model_card, overwrite=args.overwrite, binary=args.binary)
+                )
+            }
             if table is not None:
                 metadata = {"ct": str(ct_path), "segmentation": str(out), "model": result.model_card.title}
                 written["table"] = str(write_node_table(table, measurements, overwrite=args.overwrite, metadata=metadata))

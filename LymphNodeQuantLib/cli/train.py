@@ -20,17 +20,22 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument("dataset", type=Path, help="dataset folder")
     parser.add_argument("--out", type=Path, required=True, help="output folder (checkpoints, metrics.csv, metrics.png)")
-    parser.add_argument("--config", default=None,
-                        help="'default' (the packaged model's settings) or a JSON file of TrainingConfig fields")
-    parser.add_argument("--strategy", choices=list(STRATEGIES),
-                        help="what to learn from unlabelled voxels (overrides the config)")
+    parser.add_argument(
+        "--config", default=None, help="'default' (the packaged model's settings) or a JSON file of TrainingConfig fields"
+    )
+    parser.add_argument(
+        "--strategy", choices=list(STRATEGIES), help="what to learn from unlabelled voxels (overrides the config)"
+    )
     parser.add_argument("--totalseg-dir", type=Path, help="folder of TotalSegmentator maps '<case>.nii.gz' or '<case>/'")
     parser.add_argument("--cache", type=Path, help="preprocessing cache folder (default OUT/cache)")
     parser.add_argument("--epochs", type=int, help="number of epochs (overrides the config)")
     parser.add_argument("--iterations-per-epoch", type=int, help="iterations per epoch (overrides the config)")
     parser.add_argument("--seed", type=int, help="random seed (overrides the config)")
-    parser.add_argument("--init-weights", help="start from these weights (fine-tuning): a checkpoint, a run folder "
-                        "or a model folder with the same architecture (overrides the config's initial_weights)")
+    parser.add_argument(
+        "--init-weights",
+        help="start from these weights (fine-tuning): a checkpoint, a run folder "
+        "or a model folder with the same architecture (overrides the config's initial_weights)",
+    )
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     parser.add_argument("--no-resume", action="store_true", help="start over even if OUT has a checkpoint")
     parser.add_argument("--export", type=Path, help="after training, export the model folder here (lnq export)")
@@ -49,8 +54,13 @@ def load_config(args: argparse.Namespace):
     else:
         config = TrainingConfig.from_file(Path(args.config))
     values = config.to_dict()
-    for key, attribute in (("strategy", "strategy"), ("epochs", "epochs"), ("iterations_per_epoch", "iterations_per_epoch"), ("seed", "seed"),
-                           ("initial_weights", "init_weights")):
+    for key, attribute in (
+        ("strategy", "strategy"),
+        ("epochs", "epochs"),
+        ("iterations_per_epoch", "iterations_per_epoch"),
+        ("seed", "seed"),
+        ("initial_weights", "init_weights"),
+    ):
         if getattr(args, attribute) is not None:
             values[key] = getattr(args, attribute)
     return TrainingConfig.from_dict(values)
@@ -63,8 +73,15 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args)
     if args.export is not None and (args.export / "model.json").exists() and not args.overwrite:
         raise OutputExistsError(f"'{args.export}' already holds a model; pass --overwrite or choose another --export folder.")
-    result = train(config, args.dataset, args.out, cache_dir=args.cache, totalseg_dir=args.totalseg_dir,
-                   resume=not args.no_resume, device=args.device)
+    result = train(
+        config,
+        args.dataset,
+        args.out,
+        cache_dir=args.cache,
+        totalseg_dir=args.totalseg_dir,
+        resume=not args.no_resume,
+        device=args.device,
+    )
     import os
 
     if int(os.environ.get("RANK", "0")) != 0:
@@ -74,8 +91,12 @@ def run(args: argparse.Namespace) -> int:
     if args.export is not None and result.finished:
         from ..training.export import export_model
 
-        folder = export_model(result.checkpoint, args.export, overwrite=args.overwrite,
-                              training_extra={"command": "lnq train " + " ".join(str(a) for a in _argv_tail())})
+        folder = export_model(
+            result.checkpoint,
+            args.export,
+            overwrite=args.overwrite,
+            training_extra={"command": "lnq train " + " ".join(str(a) for a in _argv_tail())},
+        )
         print(f"Exported the model to {folder}/")
     return 0
 
@@ -84,4 +105,4 @@ def _argv_tail() -> list[str]:
     import sys
 
     argv = sys.argv[1:]
-    return argv[argv.index("train") + 1:] if "train" in argv else argv
+    return argv[argv.index("train") + 1 :] if "train" in argv else argv

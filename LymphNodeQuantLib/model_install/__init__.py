@@ -10,5 +10,12 @@ safely (:mod:`.unpack`).
 from .installer import LicenceNotAccepted, install_model, remove_model, user_models_dir
 from .registry import PublishedModel, find_published, published_models
 
-__all__ = ["LicenceNotAccepted", "PublishedModel", "find_published", "install_model", "published_models", "remove_model",
-           "user_models_dir"]
+__all__ = [
+    "LicenceNotAccepted",
+    "PublishedModel",
+    "find_published",
+    "install_model",
+    "published_models",
+    "remove_model",
+    "user_models_dir",
+]

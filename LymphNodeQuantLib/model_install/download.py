@@ -38,7 +38,9 @@ def sha256_of(path: Path, chunk_bytes: int = CHUNK_BYTES) -> str:
 
 
 def _open(url: str, start: int):
-    request = urllib.request.Request(url, headers={"User-Agent": "LymphNodeQuant", **({"Range": f"bytes={start}-"} if start else {})})
+    request = urllib.request.Request(
+        url, headers={"User-Agent": "LymphNodeQuant", **({"Range": f"bytes={start}-"} if start else {})}
+    )
     try:
         return urllib.request.urlopen(request, timeout=TIMEOUT_S)
     except urllib.error.HTTPError as error:
@@ -47,7 +49,9 @@ def _open(url: str, start: int):
         raise InputError(f"Downloading {url} failed: HTTP {error.code} {error.reason}.") from error
     except (urllib.error.URLError, OSError) as error:
         reason = getattr(error, "reason", error)
-        raise InputError(f"Cannot reach {url} ({reason}); check the network connection and retry (the download resumes).") from error
+        raise InputError(
+            f"Cannot reach {url} ({reason}); check the network connection and retry (the download resumes)."
+        ) from error
 
 
 def _transfer(url: str, part: Path, expected_size: int, progress: Optional[ByteProgress], cancel: Optional[CancelToken]) -> None:
@@ -73,8 +77,15 @@ def _transfer(url: str, part: Path, expected_size: int, progress: Optional[ByteP
                     break
 
 
-def download_file(url: str, destination: Path, size_bytes: int, sha256: str, *,
-                  progress: Optional[ByteProgress] = None, cancel: Optional[CancelToken] = None) -> Path:
+def download_file(
+    url: str,
+    destination: Path,
+    size_bytes: int,
+    sha256: str,
+    *,
+    progress: Optional[ByteProgress] = None,
+    cancel: Optional[CancelToken] = None,
+) -> Path:
     """Fetch ``url`` to ``destination`` (resuming a ``.part`` file), or raise without leaving a bad file there."""
     destination = Path(destination)
     if destination.is_file() and destination.stat().st_size == size_bytes and sha256_of(destination) == sha256.lower():
@@ -87,16 +98,21 @@ def download_file(url: str, destination: Path, size_bytes: int, sha256: str, *,
         raise InputError(f"The download of {url} was interrupted ({error}); run the same command again to resume.") from error
     received = part.stat().st_size if part.exists() else 0
     if received < size_bytes:
-        raise InputError(f"The download of {url} stopped at {received} of {size_bytes} bytes; run the same command "
-                         "again to resume it.")
+        raise InputError(
+            f"The download of {url} stopped at {received} of {size_bytes} bytes; run the same command again to resume it."
+        )
     if received > size_bytes:
         part.unlink()
-        raise InputError(f"{url} is larger ({received} bytes) than the registry says ({size_bytes}); nothing was "
-                         "installed. The file on the server changed: update the registry or choose another source.")
+        raise InputError(
+            f"{url} is larger ({received} bytes) than the registry says ({size_bytes}); nothing was "
+            "installed. The file on the server changed: update the registry or choose another source."
+        )
     digest = sha256_of(part)
     if digest != sha256.lower():
         part.unlink()
-        raise InputError(f"{url} fails its checksum (sha256 {digest[:16]}..., expected {sha256[:16]}...); the download "
-                         "was deleted and nothing was installed.")
+        raise InputError(
+            f"{url} fails its checksum (sha256 {digest[:16]}..., expected {sha256[:16]}...); the download "
+            "was deleted and nothing was installed."
+        )
     os.replace(part, destination)
     return destination

@@ -38,8 +38,10 @@ class LicenceNotAccepted(LNQError):
 
     def __init__(self, model: PublishedModel) -> None:
         self.model = model
-        super().__init__(f"{model.key} {model.version} is licensed {model.licence}: {model.recommended_use} Accept this "
-                         "licence to install it (lnq models install ... --accept-licence).")
+        super().__init__(
+            f"{model.key} {model.version} is licensed {model.licence}: {model.recommended_use} Accept this "
+            "licence to install it (lnq models install ... --accept-licence)."
+        )
 
 
 def user_models_dir() -> Path:
@@ -103,8 +105,14 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _fetch_published(model: PublishedModel, folds: Optional[Sequence[int]], staging: Path, downloads: Path,
-                     progress: Optional[ByteProgress], cancel: Optional[CancelToken]) -> list[Path]:
+def _fetch_published(
+    model: PublishedModel,
+    folds: Optional[Sequence[int]],
+    staging: Path,
+    downloads: Path,
+    progress: Optional[ByteProgress],
+    cancel: Optional[CancelToken],
+) -> list[Path]:
     """Download (resuming) and check every needed asset, then unpack them into ``staging``."""
     fetched = []
     assets = model.assets_for(list(folds) if folds is not None else None)
@@ -112,8 +120,11 @@ def _fetch_published(model: PublishedModel, folds: Optional[Sequence[int]], stag
     for asset in assets:
         logger.info(f"Downloading {asset.filename} ({asset.size_bytes / 1e6:.1f} MB) from {model.url(asset)}")
         overall = None if progress is None else (lambda done, _size, offset=offset: progress(offset + done, total))
-        fetched.append(download_file(model.url(asset), downloads / asset.filename, asset.size_bytes, asset.sha256,
-                                     progress=overall, cancel=cancel))
+        fetched.append(
+            download_file(
+                model.url(asset), downloads / asset.filename, asset.size_bytes, asset.sha256, progress=overall, cancel=cancel
+            )
+        )
         offset += asset.size_bytes
     for path in fetched:  # nothing is unpacked before every download has passed its checksum
         safe_extract(path, staging)
@@ -154,10 +165,18 @@ def _check_installable(model_folder: Path, kind: str) -> str:
     return card.name
 
 
-def install_model(source: str, *, name: Optional[str] = None, folds: Optional[Sequence[int]] = None,
-                  sha256: Optional[str] = None, overwrite: bool = False, accept_licence: bool = False,
-                  models_dir: Optional[Path] = None, progress: Optional[ByteProgress] = None,
-                  cancel: Optional[CancelToken] = None) -> Path:
+def install_model(
+    source: str,
+    *,
+    name: Optional[str] = None,
+    folds: Optional[Sequence[int]] = None,
+    sha256: Optional[str] = None,
+    overwrite: bool = False,
+    accept_licence: bool = False,
+    models_dir: Optional[Path] = None,
+    progress: Optional[ByteProgress] = None,
+    cancel: Optional[CancelToken] = None,
+) -> Path:
     """Install a model from ``source`` (folder, zip, URL with ``sha256``, or ``publisher:name``); its folder."""
     models_dir = Path(models_dir) if models_dir is not None else user_models_dir()
     resolved = resolve_source(source)
@@ -183,8 +202,11 @@ def install_model(source: str, *, name: Optional[str] = None, folds: Optional[Se
             fetched = _fetch_published(published, folds, unpacked, downloads, progress, cancel)
         elif resolved.kind == "url":
             filename = resolved.text.rstrip("/").rsplit("/", 1)[-1] or "model.zip"
-            fetched = [download_file(resolved.text, downloads / filename, _remote_size(resolved.text), sha256,
-                                     progress=progress, cancel=cancel)]
+            fetched = [
+                download_file(
+                    resolved.text, downloads / filename, _remote_size(resolved.text), sha256, progress=progress, cancel=cancel
+                )
+            ]
             safe_extract(fetched[0], unpacked)
         elif resolved.kind == "zip":
             safe_extract(Path(resolved.text), unpacked)
@@ -248,15 +270,23 @@ def _write_record(folder: Path, name: str, source: InstallSource, kind: str, fol
         "folds": sorted(int(p.name[5:]) for p in folder.glob("fold_*") if p.name[5:].isdigit()) if kind == "nnunetv2" else None,
     }
     if model is not None:
-        record.update(version=model.version, licence=model.licence, recommended_use=model.recommended_use,
-                      display_name=model.display_name, training=model.training, homepage=model.homepage)
+        record.update(
+            version=model.version,
+            licence=model.licence,
+            recommended_use=model.recommended_use,
+            display_name=model.display_name,
+            training=model.training,
+            homepage=model.homepage,
+        )
     (folder / INSTALL_RECORD).write_text(json.dumps(record, indent=2) + "\n")
 
 
 def _refuse_existing(destination: Path, overwrite: bool) -> None:
     if destination.exists() and not overwrite:
-        raise OutputExistsError(f"A model '{destination.name}' is already installed in {destination.parent}; pass "
-                                "--overwrite to replace it (or --name to install this one beside it).")
+        raise OutputExistsError(
+            f"A model '{destination.name}' is already installed in {destination.parent}; pass "
+            "--overwrite to replace it (or --name to install this one beside it)."
+        )
 
 
 def _move_into_place(staged: Path, destination: Path, overwrite: bool) -> Path:
@@ -280,10 +310,15 @@ def remove_model(name: str, models_dir: Optional[Path] = None) -> Path:
     models_dir = Path(models_dir) if models_dir is not None else user_models_dir()
     folder = models_dir / name
     if not name or "/" in name or "\\" in name or name.startswith(".") or not folder.is_dir():
-        installed = ", ".join(sorted(p.name for p in models_dir.iterdir() if p.is_dir() and not p.name.startswith("."))) \
-            if models_dir.is_dir() else "none"
-        raise InputError(f"No installed model '{name}' in {models_dir} (installed there: {installed or 'none'}); "
-                         "packaged models cannot be removed.")
+        installed = (
+            ", ".join(sorted(p.name for p in models_dir.iterdir() if p.is_dir() and not p.name.startswith(".")))
+            if models_dir.is_dir()
+            else "none"
+        )
+        raise InputError(
+            f"No installed model '{name}' in {models_dir} (installed there: {installed or 'none'}); "
+            "packaged models cannot be removed."
+        )
     doomed = models_dir / f".removing-{name}-{os.getpid()}"
     os.replace(folder, doomed)  # gone from the registry at once, even if deleting takes a while
     shutil.rmtree(doomed)

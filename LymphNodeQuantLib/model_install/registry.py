@@ -76,8 +76,16 @@ class PublishedModel:
 
 def _entry(data: dict, source: Path) -> PublishedModel:
     try:
-        assets = tuple(Asset(str(a["role"]), str(a["filename"]), int(a["size_bytes"]), str(a["sha256"]).lower(),
-                             None if a.get("fold") is None else int(a["fold"])) for a in data["assets"])
+        assets = tuple(
+            Asset(
+                str(a["role"]),
+                str(a["filename"]),
+                int(a["size_bytes"]),
+                str(a["sha256"]).lower(),
+                None if a.get("fold") is None else int(a["fold"]),
+            )
+            for a in data["assets"]
+        )
         known = {f for f in PublishedModel.__dataclass_fields__} - {"assets", "extra"}
         values = {k: data[k] for k in known if k in data}
         return PublishedModel(assets=assets, extra={k: v for k, v in data.items() if k not in known | {"assets"}}, **values)

@@ -28,8 +28,10 @@ def _member_target(root: Path, info: zipfile.ZipInfo) -> Path:
     name = info.filename.replace("\\", "/")
     parts = PurePosixPath(name).parts
     if name.startswith("/") or ".." in parts or (parts and ":" in parts[0]):
-        raise InputError(f"The zip entry '{info.filename}' would be written outside the model folder; the zip was refused "
-                         "and nothing was installed.")
+        raise InputError(
+            f"The zip entry '{info.filename}' would be written outside the model folder; the zip was refused "
+            "and nothing was installed."
+        )
     if stat.S_ISLNK(info.external_attr >> 16):
         raise InputError(f"The zip entry '{info.filename}' is a symbolic link; the zip was refused and nothing was installed.")
     target = (root / name).resolve()

@@ -33,12 +33,11 @@ MODEL_CARD_NAME = "model.json"
 WEIGHTS_FILE_NAME = "weights.safetensors"
 MODEL_PATH_ENVIRONMENT = "LNQ_MODEL_PATH"
 
-DEFAULT_LABELS = [
-    {"value": 1, "name": "Lymph node", "color_rgb": list(node_color(1)), "terminology": LYMPH_NODE_TERMINOLOGY}
-]
+DEFAULT_LABELS = [{"value": 1, "name": "Lymph node", "color_rgb": list(node_color(1)), "terminology": LYMPH_NODE_TERMINOLOGY}]
 #: a node is at least a 5 mm sphere (65 mm3) and 4 voxels, so one voxel of a coarse scan is never a node;
 #: "anatomy_filter" drops candidates that cannot be mediastinal nodes (postprocess.filter_candidates)
 DEFAULT_POSTPROCESSING = {"threshold": 0.5, "min_node_volume_mm3": 65.0, "min_node_voxels": 4, "anatomy_filter": True}
+
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -60,11 +59,16 @@ REQUIRED_KEYS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "input.normalization": (lambda v: isinstance(v, dict), "an object"),
     "input.normalization.mean": (_is_number, "a number"),
     "input.normalization.std": (lambda v: _is_number(v) and v > 0, "a positive number"),
-    "input.patch_size_zyx": (_three(lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1), "a list of 3 positive integers"),
+    "input.patch_size_zyx": (
+        _three(lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1),
+        "a list of 3 positive integers",
+    ),
     "labels": (lambda v: isinstance(v, list), "a list"),
     "weights": (lambda v: isinstance(v, dict), "an object"),
-    "weights.file": (lambda v: isinstance(v, str) or (isinstance(v, list) and all(isinstance(f, str) for f in v)),
-                     "a file name (or a list of them)"),
+    "weights.file": (
+        lambda v: isinstance(v, str) or (isinstance(v, list) and all(isinstance(f, str) for f in v)),
+        "a file name (or a list of them)",
+    ),
     # sha256 and size are checked against the file when the weights are loaded (verify_weights);
     # None: not recorded (an nnU-Net results folder)
     "weights.sha256": (lambda v: v is None or isinstance(v, str), "a sha256 hex digest"),
@@ -74,7 +78,10 @@ REQUIRED_KEYS: dict[str, tuple[Callable[[Any], bool], str]] = {
 #: keys model.json may have -> (type check, what the value must be)
 OPTIONAL_KEYS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "input.crop": (lambda v: v in ("mediastinum", "none"), "'mediastinum' or 'none'"),
-    "input.normalization.clip_hu": (lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and all(map(_is_number, v)), "[low, high] in HU"),
+    "input.normalization.clip_hu": (
+        lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and all(map(_is_number, v)),
+        "[low, high] in HU",
+    ),
     "postprocessing": (lambda v: isinstance(v, dict), "an object"),
     "postprocessing.threshold": (lambda v: _is_number(v) and 0 < v < 1, "a number between 0 and 1"),
     "postprocessing.min_node_volume_mm3": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
@@ -82,6 +89,7 @@ OPTIONAL_KEYS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "postprocessing.anatomy_filter": (lambda v: isinstance(v, bool), "true or false"),
     "output.foreground_channel": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "an integer >= 0"),
 }
+
 
 def packaged_models_folders() -> list[Path]:
     """Folders searched for installed models, in order (LNQ_MODEL_PATH, the user models folder of
@@ -134,8 +142,10 @@ class ModelCard:
                     continue
                 raise ModelError(f"{source} lacks the key '{key}'; re-export the model (see README, 'Models').") from error
             if not valid(value):
-                raise ModelError(f"{source}: '{key}' must be {expected}, got {json.dumps(value)[:80]}; re-export the model "
-                                 "(see README, 'Models').")
+                raise ModelError(
+                    f"{source}: '{key}' must be {expected}, got {json.dumps(value)[:80]}; re-export the model "
+                    "(see README, 'Models')."
+                )
         card = cls(Path(folder) if folder is not None else None, copy.deepcopy(data))
         return card
 
@@ -218,7 +228,12 @@ def save_model_folder(folder: PathLike, network, card: dict, overwrite: bool = F
     data = copy.deepcopy(dict(card))
     data.setdefault("labels", copy.deepcopy(DEFAULT_LABELS))
     data.setdefault("postprocessing", dict(DEFAULT_POSTPROCESSING))
-    data["weights"] = {"file": WEIGHTS_FILE_NAME, "format": "safetensors", "sha256": None, "size_bytes": None}  # filled after writing
+    data["weights"] = {
+        "file": WEIGHTS_FILE_NAME,
+        "format": "safetensors",
+        "sha256": None,
+        "size_bytes": None,
+    }  # filled after writing
     ModelCard.from_dict(data, folder, source=f"the card for '{folder}'")  # validate keys before writing
 
     from .networks import build_network
@@ -249,7 +264,9 @@ def resolve_model(name_or_path: PathLike = "default") -> Path:
     if path.is_dir():
         if (path / MODEL_CARD_NAME).is_file() or _looks_like_nnunet(path):
             return path
-        raise ModelError(f"'{path}' is a folder but holds no {MODEL_CARD_NAME} (nor an nnU-Net v2 model); point --model at a model folder.")
+        raise ModelError(
+            f"'{path}' is a folder but holds no {MODEL_CARD_NAME} (nor an nnU-Net v2 model); point --model at a model folder."
+        )
     if os.sep not in text and "/" not in text:
         name = text.split(":", 1)[1] if ":" in text else text  # "lnq-segmenter:mediastinal-v1" -> "mediastinal-v1"
         for root in packaged_models_folders():
@@ -312,7 +329,9 @@ def _read_state_dict(weights_path: Path) -> dict:
         state = torch.load(str(weights_path), map_location="cpu", weights_only=True)
         return state.get("state_dict", state) if isinstance(state, dict) else state
     except Exception as error:  # any parse failure of the file is a corrupted model for the user
-        raise ModelError(f"Cannot read weights '{weights_path}' ({type(error).__name__}: {error}); reinstall the model.") from error
+        raise ModelError(
+            f"Cannot read weights '{weights_path}' ({type(error).__name__}: {error}); reinstall the model."
+        ) from error
 
 
 def load_model(name_or_path: PathLike = "default", device: str = "cpu") -> LoadedModel:
@@ -358,14 +377,29 @@ def _listed_model(folder: Path) -> Optional[dict]:
             data = json.loads((folder / MODEL_CARD_NAME).read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
             return {"name": folder.name, "folder": str(folder), "error": "unreadable model.json"}
-        return {"name": str(data.get("name", folder.name)), "version": str(data.get("version", "")), "folder": str(folder),
-                "default": folder.name == DEFAULT_MODEL_NAME, "description": data.get("description", ""),
-                "metrics": data.get("metrics", {}), "licence": record.get("licence", data.get("licence", "")), "format": "native"}
+        return {
+            "name": str(data.get("name", folder.name)),
+            "version": str(data.get("version", "")),
+            "folder": str(folder),
+            "default": folder.name == DEFAULT_MODEL_NAME,
+            "description": data.get("description", ""),
+            "metrics": data.get("metrics", {}),
+            "licence": record.get("licence", data.get("licence", "")),
+            "format": "native",
+        }
     if _looks_like_nnunet(folder):
         folds = sorted(p.name[5:] for p in folder.glob("fold_*") if p.is_dir())
-        return {"name": folder.name, "version": str(record.get("version", "")), "folder": str(folder), "default": False,
-                "description": record.get("recommended_use") or f"nnU-Net v2 model, folds {', '.join(folds)}",
-                "metrics": {}, "licence": record.get("licence", ""), "format": "nnunetv2", "source": record.get("source", "")}
+        return {
+            "name": folder.name,
+            "version": str(record.get("version", "")),
+            "folder": str(folder),
+            "default": False,
+            "description": record.get("recommended_use") or f"nnU-Net v2 model, folds {', '.join(folds)}",
+            "metrics": {},
+            "licence": record.get("licence", ""),
+            "format": "nnunetv2",
+            "source": record.get("source", ""),
+        }
     return None
 
 

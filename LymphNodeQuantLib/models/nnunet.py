@@ -34,7 +34,9 @@ def _read_json(path: Path) -> dict:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as error:
-        raise ModelError(f"'{path}' is missing: an nnU-Net v2 model folder needs dataset.json, plans.json and fold_N/.") from error
+        raise ModelError(
+            f"'{path}' is missing: an nnU-Net v2 model folder needs dataset.json, plans.json and fold_N/."
+        ) from error
     except json.JSONDecodeError as error:
         raise ModelError(f"'{path}' is not valid JSON ({error}).") from error
 
@@ -55,7 +57,9 @@ def _configuration(plans: dict, folder: Path) -> tuple[str, dict]:
     if name not in configurations:
         three_d = [n for n in ("3d_fullres", "3d_lowres") if n in configurations]
         if not three_d:
-            raise ModelError(f"'{folder / 'plans.json'}' has no 3-D configuration (found: {', '.join(configurations) or 'none'}).")
+            raise ModelError(
+                f"'{folder / 'plans.json'}' has no 3-D configuration (found: {', '.join(configurations) or 'none'})."
+            )
         name = three_d[0]
     configuration = dict(configurations[name])
     parent = configuration.get("inherits_from")
@@ -87,10 +91,14 @@ def nnunet_model_card(folder: Path) -> ModelCard:
     configuration_name, configuration = _configuration(plans, folder)
     architecture = configuration.get("architecture")
     if not architecture or "network_class_name" not in architecture:
-        raise ModelError(f"'{folder / 'plans.json'}' ({configuration_name}) lacks architecture.network_class_name; nnU-Net v2.4+ plans are needed.")
+        raise ModelError(
+            f"'{folder / 'plans.json'}' ({configuration_name}) lacks architecture.network_class_name; nnU-Net v2.4+ plans are needed."
+        )
     channels = dataset.get("channel_names", dataset.get("modality", {}))
     if len(channels) != 1:
-        raise ModelError(f"The nnU-Net model expects {len(channels)} input channels; only single-channel CT models are supported.")
+        raise ModelError(
+            f"The nnU-Net model expects {len(channels)} input channels; only single-channel CT models are supported."
+        )
     schemes = configuration.get("normalization_schemes", [])
     if schemes != ["CTNormalization"]:
         raise ModelError(f"The nnU-Net model uses normalisation {schemes}; only CTNormalization (CT models) is supported.")
@@ -196,7 +204,9 @@ def load_nnunet_model(folder: Path, device: str = "cpu") -> LoadedModel:
         try:
             network.load_state_dict(_load_checkpoint(folder / relative, messages), strict=True)
         except RuntimeError as error:
-            raise ModelError(f"'{folder / relative}' does not fit the plans' architecture ({str(error).splitlines()[0]}).") from error
+            raise ModelError(
+                f"'{folder / relative}' does not fit the plans' architecture ({str(error).splitlines()[0]})."
+            ) from error
         networks.append(network)
     network = networks[0] if len(networks) == 1 else LogitEnsemble(networks).module
     network.eval().to(device)

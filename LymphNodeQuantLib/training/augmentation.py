@@ -19,8 +19,16 @@ from .config import AugmentationSettings
 
 class PatchAugmenter:
     def __init__(self, patch_size_zyx: Sequence[int], settings: AugmentationSettings):
-        from monai.transforms import (Compose, Rand3DElasticd, RandAdjustContrastd, RandAffined, RandFlipd,
-                                      RandGaussianNoised, RandGaussianSmoothd, RandScaleIntensityd)
+        from monai.transforms import (
+            Compose,
+            Rand3DElasticd,
+            RandAdjustContrastd,
+            RandAffined,
+            RandFlipd,
+            RandGaussianNoised,
+            RandGaussianSmoothd,
+            RandScaleIntensityd,
+        )
 
         self.patch_size = tuple(int(s) for s in patch_size_zyx)
         rotation = math.radians(float(settings.rotation_deg))
@@ -30,19 +38,37 @@ class PatchAugmenter:
         intensity_probability = float(settings.intensity_probability)
         keys, modes = ["image", "target"], ("bilinear", "nearest")
         # in-plane rotation only (axis 0 = z is the thick-slice axis); scale factors 1 + U(low-1, high-1)
-        self.affine = RandAffined(keys, prob=spatial_probability, spatial_size=self.patch_size,
-                                  rotate_range=(rotation, 0.0, 0.0), scale_range=((low - 1, high - 1),) * 3,
-                                  mode=modes, padding_mode="border")
-        self.elastic = Rand3DElasticd(keys, sigma_range=(5.0, 8.0), magnitude_range=(30.0, 100.0), prob=1.0,
-                                      spatial_size=self.patch_size, rotate_range=(rotation, 0.0, 0.0),
-                                      scale_range=((low - 1, high - 1),) * 3, mode=modes, padding_mode="border")
+        self.affine = RandAffined(
+            keys,
+            prob=spatial_probability,
+            spatial_size=self.patch_size,
+            rotate_range=(rotation, 0.0, 0.0),
+            scale_range=((low - 1, high - 1),) * 3,
+            mode=modes,
+            padding_mode="border",
+        )
+        self.elastic = Rand3DElasticd(
+            keys,
+            sigma_range=(5.0, 8.0),
+            magnitude_range=(30.0, 100.0),
+            prob=1.0,
+            spatial_size=self.patch_size,
+            rotate_range=(rotation, 0.0, 0.0),
+            scale_range=((low - 1, high - 1),) * 3,
+            mode=modes,
+            padding_mode="border",
+        )
         self.elastic_probability = elastic_probability
         mirror_axes = settings.mirror_axes
         self.intensity = Compose(
-            [RandGaussianNoised(["image"], prob=intensity_probability, std=0.1),
-             RandGaussianSmoothd(["image"], prob=intensity_probability, sigma_x=(0.5, 1.0), sigma_y=(0.5, 1.0), sigma_z=(0.0, 0.3)),
-             RandScaleIntensityd(["image"], prob=intensity_probability, factors=0.25),
-             RandAdjustContrastd(["image"], prob=intensity_probability, gamma=(0.7, 1.5))]
+            [
+                RandGaussianNoised(["image"], prob=intensity_probability, std=0.1),
+                RandGaussianSmoothd(
+                    ["image"], prob=intensity_probability, sigma_x=(0.5, 1.0), sigma_y=(0.5, 1.0), sigma_z=(0.0, 0.3)
+                ),
+                RandScaleIntensityd(["image"], prob=intensity_probability, factors=0.25),
+                RandAdjustContrastd(["image"], prob=intensity_probability, gamma=(0.7, 1.5)),
+            ]
             + [RandFlipd(keys, prob=0.5, spatial_axis=axis) for axis in mirror_axes]
         )
 

@@ -11,10 +11,9 @@ geometry of the preprocessed grid and the fingerprint (settings + source files' 
 
 from __future__ import annotations
 
-import logging
-
 import hashlib
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,20 +56,33 @@ def case_fingerprint(case: TrainingCase, settings: dict) -> str:
         for member in members:
             stat = member.stat()
             files.append([str(member.name), stat.st_size, stat.st_mtime_ns])
-    payload = {"version": CACHE_VERSION, "settings": settings, "files": files, "ignore": case.ignore_label,
-               "annotation": case.annotation, "split": case.split}
+    payload = {
+        "version": CACHE_VERSION,
+        "settings": settings,
+        "files": files,
+        "ignore": case.ignore_label,
+        "annotation": case.annotation,
+        "split": case.split,
+    }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
 def _geometry_to_dict(geometry: ImageGeometry) -> dict:
-    return {"shape_zyx": list(map(int, geometry.shape_zyx)), "spacing_zyx_mm": list(map(float, geometry.spacing_zyx_mm)),
-            "origin_lps_mm": list(map(float, geometry.origin_lps_mm)),
-            "direction_lps": np.asarray(geometry.direction_lps, dtype=float).tolist()}
+    return {
+        "shape_zyx": list(map(int, geometry.shape_zyx)),
+        "spacing_zyx_mm": list(map(float, geometry.spacing_zyx_mm)),
+        "origin_lps_mm": list(map(float, geometry.origin_lps_mm)),
+        "direction_lps": np.asarray(geometry.direction_lps, dtype=float).tolist(),
+    }
 
 
 def _geometry_from_dict(values: dict) -> ImageGeometry:
-    return ImageGeometry(tuple(values["shape_zyx"]), tuple(values["spacing_zyx_mm"]), tuple(values["origin_lps_mm"]),
-                         np.asarray(values["direction_lps"]))
+    return ImageGeometry(
+        tuple(values["shape_zyx"]),
+        tuple(values["spacing_zyx_mm"]),
+        tuple(values["origin_lps_mm"]),
+        np.asarray(values["direction_lps"]),
+    )
 
 
 def preprocess_case(case: TrainingCase, settings: dict) -> dict[str, object]:
@@ -150,13 +162,23 @@ def load_or_build_case(case: TrainingCase, cache_dir: Path, settings: dict) -> t
                 _atomic_save(folder / f"{name}.npy", arrays[name])
             else:
                 (folder / f"{name}.npy").unlink(missing_ok=True)
-        meta = {"fingerprint": fingerprint, "case_id": case.case_id, "split": case.split, "annotation": case.annotation,
-                "geometry": _geometry_to_dict(arrays["geometry"]), "settings": settings}
+        meta = {
+            "fingerprint": fingerprint,
+            "case_id": case.case_id,
+            "split": case.split,
+            "annotation": case.annotation,
+            "geometry": _geometry_to_dict(arrays["geometry"]),
+            "settings": settings,
+        }
         meta_path.write_text(json.dumps(meta, indent=1))
     totalseg_path, mediastinum_path = folder / "totalseg.npy", folder / "mediastinum.npy"
     cached = CachedCase(
-        case.case_id, case.split, case.annotation,
-        np.load(folder / "image.npy"), np.load(folder / "hu.npy"), np.load(folder / "label.npy"),
+        case.case_id,
+        case.split,
+        case.annotation,
+        np.load(folder / "image.npy"),
+        np.load(folder / "hu.npy"),
+        np.load(folder / "label.npy"),
         np.load(totalseg_path) if totalseg_path.exists() else None,
         _geometry_from_dict(meta["geometry"]),
         np.load(mediastinum_path) if mediastinum_path.exists() else None,
@@ -172,6 +194,8 @@ def build_cache(cases: Sequence[TrainingCase], cache_dir: Path, settings: dict, 
     for index, case in enumerate(cases):
         cached, reused = load_or_build_case(case, cache_dir, settings)
         if verbose:
-            logger.info(f"[{index + 1}/{len(cases)}] {case.case_id}: {'cached' if reused else 'preprocessed'} {cached.image.shape}")
+            logger.info(
+                f"[{index + 1}/{len(cases)}] {case.case_id}: {'cached' if reused else 'preprocessed'} {cached.image.shape}"
+            )
         out.append(cached)
     return out

@@ -156,8 +156,12 @@ class TrainingConfig:
         return self.epochs * self.iterations_per_epoch
 
     def preprocessing_settings(self) -> dict:
-        return {"spacing_zyx_mm": list(self.spacing_zyx_mm), "normalization": self.normalization.to_dict(),
-                "crop": self.crop, "crop_margin_mm": self.crop_margin_mm}
+        return {
+            "spacing_zyx_mm": list(self.spacing_zyx_mm),
+            "normalization": self.normalization.to_dict(),
+            "crop": self.crop,
+            "crop_margin_mm": self.crop_margin_mm,
+        }
 
     def to_dict(self) -> dict:
         values = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -182,8 +186,15 @@ class TrainingConfig:
 
 def default_model_config() -> TrainingConfig:
     """Stage 1 of the packaged default model (phantoms only; see ``benchmarks/train_default_model.py``)."""
-    return TrainingConfig(strategy="totalseg", epochs=36, iterations_per_epoch=50, validate_every=6, num_threads=2,
-                          foreground_fraction=0.5, seed=2024)
+    return TrainingConfig(
+        strategy="totalseg",
+        epochs=36,
+        iterations_per_epoch=50,
+        validate_every=6,
+        num_threads=2,
+        foreground_fraction=0.5,
+        seed=2024,
+    )
 
 
 def default_model_finetune_config(initial_weights: str) -> TrainingConfig:
@@ -218,8 +229,12 @@ def default_model_dataset() -> dict:
         geometries[seed] = ((40, 96, 96), (3.0, 3.5, 3.5))
     for seed in (900, 901):
         geometries[seed] = _LNQ_GRID
-    return {"train_seeds": list(range(100, 130)), "validation_seeds": [900, 901], "geometries": geometries,
-            "annotated_fraction": 0.5}
+    return {
+        "train_seeds": list(range(100, 130)),
+        "validation_seeds": [900, 901],
+        "geometries": geometries,
+        "annotated_fraction": 0.5,
+    }
 
 
 def default_model_real_config(initial_weights: str, seed: int = 2026) -> TrainingConfig:
@@ -231,8 +246,15 @@ def default_model_real_config(initial_weights: str, seed: int = 2026) -> Trainin
     scans' own nodes are, is left out of the loss)."""
     from dataclasses import replace
 
-    return replace(default_model_config(), strategy="anatomy", learning_rate=3e-3, epochs=40, validate_every=10,
-                   seed=seed, initial_weights=str(initial_weights))
+    return replace(
+        default_model_config(),
+        strategy="anatomy",
+        learning_rate=3e-3,
+        epochs=40,
+        validate_every=10,
+        seed=seed,
+        initial_weights=str(initial_weights),
+    )
 
 
 def default_model_real_finetune_config(initial_weights: str) -> TrainingConfig:
@@ -241,8 +263,7 @@ def default_model_real_finetune_config(initial_weights: str) -> TrainingConfig:
     slowly next to the phantoms' easy ones."""
     from dataclasses import replace
 
-    return replace(default_model_real_config(initial_weights, seed=2027), learning_rate=1e-3, epochs=15,
-                   foreground_fraction=0.7)
+    return replace(default_model_real_config(initial_weights, seed=2027), learning_rate=1e-3, epochs=15, foreground_fraction=0.7)
 
 
 def default_model_real_dataset() -> dict:
@@ -258,13 +279,22 @@ def default_model_real_dataset() -> dict:
 
     phantoms = default_model_dataset()
     geometries = dict(phantoms["geometries"])
-    extended_grids = (((110, 512, 512), (3.0, 0.7, 0.7)), ((64, 448, 448), (5.0, 0.8, 0.8)),
-                      ((200, 400, 400), (1.5, 0.9, 0.9)), ((240, 512, 512), (1.25, 0.65, 0.65)))
+    extended_grids = (
+        ((110, 512, 512), (3.0, 0.7, 0.7)),
+        ((64, 448, 448), (5.0, 0.8, 0.8)),
+        ((200, 400, 400), (1.5, 0.9, 0.9)),
+        ((240, 512, 512), (1.25, 0.65, 0.65)),
+    )
     extended_seeds = list(range(200, 208))
     for index, seed in enumerate(extended_seeds):
         geometries[seed] = extended_grids[index % len(extended_grids)]
-    return {"real_cts": list(REAL_CHEST_CTS), "implant_seeds": [11, 12, 13, 14, 15], "nodes_per_case": 8,
-            "phantom_train_seeds": [100, 101, 102, 112, 120, 126] + extended_seeds,
-            "extended_phantom_seeds": extended_seeds,
-            "phantom_validation_seeds": phantoms["validation_seeds"], "geometries": geometries,
-            "annotated_fraction": phantoms["annotated_fraction"]}
+    return {
+        "real_cts": list(REAL_CHEST_CTS),
+        "implant_seeds": [11, 12, 13, 14, 15],
+        "nodes_per_case": 8,
+        "phantom_train_seeds": [100, 101, 102, 112, 120, 126] + extended_seeds,
+        "extended_phantom_seeds": extended_seeds,
+        "phantom_validation_seeds": phantoms["validation_seeds"],
+        "geometries": geometries,
+        "annotated_fraction": phantoms["annotated_fraction"],
+    }

@@ -97,8 +97,17 @@ def find_nnunet_cases(folder: Path, totalseg_dir: Optional[Path] = None, annotat
         ct_path = folder / "imagesTr" / f"{case_id}_0000{suffix}"
         if not ct_path.exists():
             raise InputError(f"nnU-Net dataset {folder}: label '{label_path.name}' has no image '{ct_path.name}'.")
-        cases.append(TrainingCase(case_id, ct_path, label_path, "train", annotation,
-                                  _find_totalseg(case_id, folder / "totalsegTr", totalseg_dir), ignore_label))
+        cases.append(
+            TrainingCase(
+                case_id,
+                ct_path,
+                label_path,
+                "train",
+                annotation,
+                _find_totalseg(case_id, folder / "totalsegTr", totalseg_dir),
+                ignore_label,
+            )
+        )
     return cases
 
 
@@ -107,8 +116,12 @@ def find_cases(folder: Path, totalseg_dir: Optional[Path] = None) -> list[Traini
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"Dataset folder '{folder}' does not exist.")
-    cases = find_nnunet_cases(folder, totalseg_dir) if (folder / "dataset.json").exists() else find_lnq_cases(folder, totalseg_dir)
+    cases = (
+        find_nnunet_cases(folder, totalseg_dir) if (folder / "dataset.json").exists() else find_lnq_cases(folder, totalseg_dir)
+    )
     if not cases:
-        raise InputError(f"No cases in '{folder}': expected '<case>-ct.nrrd' + '<case>-seg.nrrd' pairs (LNQ2023 layout) "
-                         "or an nnU-Net raw folder (dataset.json, imagesTr/, labelsTr/).")
+        raise InputError(
+            f"No cases in '{folder}': expected '<case>-ct.nrrd' + '<case>-seg.nrrd' pairs (LNQ2023 layout) "
+            "or an nnU-Net raw folder (dataset.json, imagesTr/, labelsTr/)."
+        )
     return cases

@@ -39,10 +39,13 @@ class DualBranchUNet(nn.Module):
         super().__init__()
         self.network = network
         decoder = network.decoder
-        self.decoder_aux = UNetDecoder(network.encoder, decoder.num_classes, [len(stage.convs) for stage in decoder.stages],
-                                       deep_supervision=False)
+        self.decoder_aux = UNetDecoder(
+            network.encoder, decoder.num_classes, [len(stage.convs) for stage in decoder.stages], deep_supervision=False
+        )
         # a different start, as in the paper (two decoders initialised independently)
-        self.decoder_aux.apply(lambda m: nn.init.kaiming_normal_(m.weight, a=1e-2) if isinstance(m, (nn.Conv3d, nn.ConvTranspose3d)) else None)
+        self.decoder_aux.apply(
+            lambda m: nn.init.kaiming_normal_(m.weight, a=1e-2) if isinstance(m, (nn.Conv3d, nn.ConvTranspose3d)) else None
+        )
         self.aux_dropout = nn.Dropout3d(aux_dropout)
 
     def forward(self, x: torch.Tensor, both: bool = True):
@@ -80,12 +83,21 @@ def sigmoid_rampup(progress: float, rampup_fraction: float) -> float:
 
 
 def supervised_loss(logits: torch.Tensor, target: torch.Tensor, alpha: float, gamma: float) -> torch.Tensor:
-    return (partial_cross_entropy(logits, target) + symmetric_cross_entropy(logits, target)
-            + tversky_loss(logits, target, alpha=alpha, beta=1.0 - alpha, gamma=gamma))
+    return (
+        partial_cross_entropy(logits, target)
+        + symmetric_cross_entropy(logits, target)
+        + tversky_loss(logits, target, alpha=alpha, beta=1.0 - alpha, gamma=gamma)
+    )
 
 
-def dbdmp_loss(logits_main: torch.Tensor, logits_aux: torch.Tensor, target: torch.Tensor, progress: float,
-               settings: DBDMPSettings, beta: float) -> tuple[torch.Tensor, dict]:
+def dbdmp_loss(
+    logits_main: torch.Tensor,
+    logits_aux: torch.Tensor,
+    target: torch.Tensor,
+    progress: float,
+    settings: DBDMPSettings,
+    beta: float,
+) -> tuple[torch.Tensor, dict]:
     """Total DBDMP loss and its parts. ``progress`` in [0, 1] drives the ramp-up; ``beta`` the mixing."""
     alpha, gamma, tau = settings.alpha, settings.gamma, settings.tau
     sup = 0.5 * (supervised_loss(logits_main, target, alpha, gamma) + supervised_loss(logits_aux, target, alpha, gamma))

@@ -39,11 +39,18 @@ def load_checkpoint(path: Path) -> dict:
     return state
 
 
-def model_card_from_checkpoint(state: dict, name: str, version: str = "1.0.0", description: str = "",
-                               training_extra: Optional[dict] = None, metrics: Optional[dict] = None) -> dict:
+def model_card_from_checkpoint(
+    state: dict,
+    name: str,
+    version: str = "1.0.0",
+    description: str = "",
+    training_extra: Optional[dict] = None,
+    metrics: Optional[dict] = None,
+) -> dict:
     """model.json contents (all but ``weights``) for a checkpoint."""
-    from .. import __version__
     import torch
+
+    from .. import __version__
 
     config = state["config"]
     checkpoint_sha256 = hashlib.sha256(Path(state["path"]).read_bytes()).hexdigest()
@@ -83,9 +90,17 @@ def model_card_from_checkpoint(state: dict, name: str, version: str = "1.0.0", d
     }
 
 
-def export_model(checkpoint: Path, folder: Path, *, name: Optional[str] = None, version: str = "1.0.0",
-                 description: str = "", training_extra: Optional[dict] = None, metrics: Optional[dict] = None,
-                 overwrite: bool = False) -> Path:
+def export_model(
+    checkpoint: Path,
+    folder: Path,
+    *,
+    name: Optional[str] = None,
+    version: str = "1.0.0",
+    description: str = "",
+    training_extra: Optional[dict] = None,
+    metrics: Optional[dict] = None,
+    overwrite: bool = False,
+) -> Path:
     """Write the model folder for ``checkpoint`` (a .pt file or a training output folder)."""
     from ..models.model_folder import save_model_folder
     from ..models.networks import build_network

@@ -65,9 +65,15 @@ class ImplantResult:
     nodes: list[ImplantedNode]
 
 
-def node_occupancy(shape_zyx: Sequence[int], spacing_zyx_mm: Sequence[float], center_mm: np.ndarray,
-                   semi_axes_mm: np.ndarray, rotation: np.ndarray, bumps: tuple,
-                   max_subsample_mm: float = 0.5) -> tuple[Optional[tuple[slice, ...]], Optional[np.ndarray]]:
+def node_occupancy(
+    shape_zyx: Sequence[int],
+    spacing_zyx_mm: Sequence[float],
+    center_mm: np.ndarray,
+    semi_axes_mm: np.ndarray,
+    rotation: np.ndarray,
+    bumps: tuple,
+    max_subsample_mm: float = 0.5,
+) -> tuple[Optional[tuple[slice, ...]], Optional[np.ndarray]]:
     """(box, occupancy in [0, 1]) of an irregular ellipsoid, each voxel supersampled over its extent.
 
     ``bumps`` = (amplitude, directions (3, 3), frequencies (3,), phases (3,)) modulate the surface
@@ -92,8 +98,9 @@ def node_occupancy(shape_zyx: Sequence[int], spacing_zyx_mm: Sequence[float], ce
     if bumps:
         amplitude, directions, frequencies, phases = bumps
         unit = local / np.maximum(rho, 1e-9)[..., None]
-        threshold = 1.0 + amplitude * sum(np.cos(f * np.pi * (unit @ d) + p)
-                                          for d, f, p in zip(directions, frequencies, phases)) / len(directions)
+        threshold = 1.0 + amplitude * sum(
+            np.cos(f * np.pi * (unit @ d) + p) for d, f, p in zip(directions, frequencies, phases)
+        ) / len(directions)
     inside = (rho <= threshold).astype(np.float32)
     n = high - low
     occupancy = inside.reshape(n[0], factor[0], n[1], factor[1], n[2], factor[2]).mean(axis=(1, 3, 5))
@@ -118,9 +125,15 @@ def _draw_node(rng: np.random.Generator, short_axis_range_mm: tuple[float, float
     return semi, _random_rotation_long_axis_up(rng, 25.0), bumps
 
 
-def implant_nodes(ct: Volume, seed: int, n_nodes: int = 6, short_axis_range_mm: tuple[float, float] = (5.0, 35.0),
-                  cluster_probability: float = 0.3, anatomy: Optional[ChestAnatomy] = None,
-                  max_attempts: int = 400) -> ImplantResult:
+def implant_nodes(
+    ct: Volume,
+    seed: int,
+    n_nodes: int = 6,
+    short_axis_range_mm: tuple[float, float] = (5.0, 35.0),
+    cluster_probability: float = 0.3,
+    anatomy: Optional[ChestAnatomy] = None,
+    max_attempts: int = 400,
+) -> ImplantResult:
     """Implant up to ``n_nodes`` nodes into ``ct`` (module docstring); fewer if the fat runs out."""
     rng = np.random.default_rng(seed)
     anatomy = anatomy or find_chest_anatomy(ct)
@@ -144,8 +157,19 @@ def implant_nodes(ct: Volume, seed: int, n_nodes: int = 6, short_axis_range_mm: 
             jitter = rng.uniform(-0.5, 0.5, 3) * np.asarray(anatomy.step_zyx)
             centre = (centres[rng.integers(len(centres))] + jitter) * spacing
             cluster = 1 + max((n.cluster for n in nodes), default=0)
-        placed = _place(hu, original, labels, spacing, centre, semi, rotation, bumps, rng, len(nodes) + 1,
-                        allowed_neighbour=nodes[-1].label if partner is not None else None)
+        placed = _place(
+            hu,
+            original,
+            labels,
+            spacing,
+            centre,
+            semi,
+            rotation,
+            bumps,
+            rng,
+            len(nodes) + 1,
+            allowed_neighbour=nodes[-1].label if partner is not None else None,
+        )
         if placed is None:
             partner = None
             continue

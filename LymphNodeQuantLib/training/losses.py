@@ -38,8 +38,9 @@ def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return partial_cross_entropy(logits, target) + soft_dice_loss(logits, target)
 
 
-def symmetric_cross_entropy(logits: torch.Tensor, target: torch.Tensor, ce_weight: float = 1.0,
-                            reverse_weight: float = 1.0, log_zero: float = -4.0) -> torch.Tensor:
+def symmetric_cross_entropy(
+    logits: torch.Tensor, target: torch.Tensor, ce_weight: float = 1.0, reverse_weight: float = 1.0, log_zero: float = -4.0
+) -> torch.Tensor:
     """Symmetric CE (Wang et al. 2019): CE + reverse CE (-sum p * log(one_hot), log 0 clipped to ``log_zero``)."""
     known = _known(target)
     if not known.any():
@@ -51,8 +52,9 @@ def symmetric_cross_entropy(logits: torch.Tensor, target: torch.Tensor, ce_weigh
     return ce_weight * partial_cross_entropy(logits, target) + reverse_weight * reverse
 
 
-def tversky_loss(logits: torch.Tensor, target: torch.Tensor, alpha: float = 0.4, beta: float = 0.6,
-                 gamma: float = 1.0, smooth: float = 1e-5) -> torch.Tensor:
+def tversky_loss(
+    logits: torch.Tensor, target: torch.Tensor, alpha: float = 0.4, beta: float = 0.6, gamma: float = 1.0, smooth: float = 1e-5
+) -> torch.Tensor:
     """(1 - Tversky index)^gamma of the node class over known voxels; alpha weighs FP, beta FN."""
     known = _known(target).float()
     probability = torch.softmax(logits.float(), dim=1)[:, 1] * known

@@ -13,10 +13,16 @@ from .dataset import MANIFEST_NAME
 from .totalsegmentator import phantom_anatomy_to_totalseg
 
 
-def write_phantom_dataset(folder: Path, train_seeds: Sequence[int], validation_seeds: Sequence[int] = (),
-                          shape_zyx: Sequence[int] = (40, 96, 96), spacing_zyx_mm: Sequence[float] = (3.0, 3.5, 3.5),
-                          annotated_fraction: float = 0.5, geometries: dict | None = None,
-                          extended_seeds: Sequence[int] = ()) -> dict:
+def write_phantom_dataset(
+    folder: Path,
+    train_seeds: Sequence[int],
+    validation_seeds: Sequence[int] = (),
+    shape_zyx: Sequence[int] = (40, 96, 96),
+    spacing_zyx_mm: Sequence[float] = (3.0, 3.5, 3.5),
+    annotated_fraction: float = 0.5,
+    geometries: dict | None = None,
+    extended_seeds: Sequence[int] = (),
+) -> dict:
     """Phantoms ``train-<seed>`` (partial labels) and ``val-<seed>`` (full labels) plus ``lnq-dataset.json``.
 
     Each case also gets ``<case>-totalseg.nii.gz``: the phantom anatomy in TotalSegmentator v2 ids.
@@ -34,12 +40,19 @@ def write_phantom_dataset(folder: Path, train_seeds: Sequence[int], validation_s
             case_id = f"{'train' if split == 'train' else 'val'}-{seed}"
             shape, spacing = geometries.get(seed, (shape_zyx, spacing_zyx_mm))
             extended = int(seed) in set(map(int, extended_seeds))
-            recipe = {"seed": int(seed), "shape_zyx": list(shape), "spacing_zyx_mm": list(spacing),
-                      "annotated_fraction": annotated_fraction, **({"extended_anatomy": True} if extended else {})}
+            recipe = {
+                "seed": int(seed),
+                "shape_zyx": list(shape),
+                "spacing_zyx_mm": list(spacing),
+                "annotated_fraction": annotated_fraction,
+                **({"extended_anatomy": True} if extended else {}),
+            }
             annotation = "partial" if split == "train" else "full"
             if manifest["phantoms"].get(case_id) == recipe and (folder / f"{case_id}-ct.nrrd").exists():
                 continue
-            phantom = make_phantom(shape, spacing, seed=int(seed), annotated_fraction=annotated_fraction, extended_anatomy=extended)
+            phantom = make_phantom(
+                shape, spacing, seed=int(seed), annotated_fraction=annotated_fraction, extended_anatomy=extended
+            )
             write_lnq_case(phantom, folder, case_id, annotation=annotation, overwrite=True)
             totalseg = Volume(phantom_anatomy_to_totalseg(phantom.anatomy_labels.array), phantom.ct.geometry)
             write_volume(folder / f"{case_id}-totalseg.nii.gz", totalseg, overwrite=True)

@@ -29,9 +29,15 @@ REAL_CHEST_CTS: dict[str, str] = {
 }
 
 
-def write_implanted_cases(folder: Path, real_root: Path, names: Sequence[str], variant_seeds: Sequence[int],
-                          n_nodes: int = 8, short_axis_range_mm: tuple[float, float] = (5.0, 35.0),
-                          split: str = "train") -> dict[str, dict]:
+def write_implanted_cases(
+    folder: Path,
+    real_root: Path,
+    names: Sequence[str],
+    variant_seeds: Sequence[int],
+    n_nodes: int = 8,
+    short_axis_range_mm: tuple[float, float] = (5.0, 35.0),
+    split: str = "train",
+) -> dict[str, dict]:
     """Write ``real-<name>-v<seed>`` cases into ``folder`` and add them to its manifest; returns the new entries.
 
     Cases whose recipe is already in the manifest (and whose CT exists) are kept as they are.
@@ -47,15 +53,24 @@ def write_implanted_cases(folder: Path, real_root: Path, names: Sequence[str], v
         ct = None
         for seed in variant_seeds:
             case_id = f"real-{name}-v{seed}"
-            recipe = {"source": REAL_CHEST_CTS[name], "seed": int(seed), "n_nodes": n_nodes,
-                      "short_axis_range_mm": list(short_axis_range_mm), "implant_version": IMPLANT_VERSION}
+            recipe = {
+                "source": REAL_CHEST_CTS[name],
+                "seed": int(seed),
+                "n_nodes": n_nodes,
+                "short_axis_range_mm": list(short_axis_range_mm),
+                "implant_version": IMPLANT_VERSION,
+            }
             entries[case_id] = {"split": split, "annotation": "partial"}
             if recipes.get(case_id) == recipe and (folder / f"{case_id}-ct.nrrd").exists():
                 continue
             ct = ct if ct is not None else read_volume(source)
             result = implant_nodes(ct, seed=int(seed), n_nodes=n_nodes, short_axis_range_mm=short_axis_range_mm)
             write_volume(folder / f"{case_id}-ct.nrrd", result.ct, overwrite=True)
-            write_volume(folder / f"{case_id}-seg.nrrd", result.labels.with_array((result.labels.array > 0).astype(np.uint8)), overwrite=True)
+            write_volume(
+                folder / f"{case_id}-seg.nrrd",
+                result.labels.with_array((result.labels.array > 0).astype(np.uint8)),
+                overwrite=True,
+            )
             write_volume(folder / f"{case_id}-instances.nrrd", result.labels, overwrite=True)
             recipes[case_id] = recipe
             manifest["cases"][case_id] = entries[case_id]

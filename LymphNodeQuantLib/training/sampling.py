@@ -33,8 +33,9 @@ class PatchSampler:
             self.foreground.append(locations)
         self.cases_with_foreground = [i for i, f in enumerate(self.foreground) if len(f)]
 
-    def sample(self, rng: np.random.Generator, size_zyx: Sequence[int],
-               centre_size_zyx: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def sample(
+        self, rng: np.random.Generator, size_zyx: Sequence[int], centre_size_zyx: Sequence[int] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """A patch of ``size_zyx``; a foreground voxel, when drawn, lies in its central ``centre_size_zyx``
         part (the part a later centre crop, e.g. the augmentation's, keeps)."""
         size = np.asarray(size_zyx, dtype=int)
@@ -50,8 +51,7 @@ class PatchSampler:
             shape = np.asarray(self.images[index].shape)
             start = np.array([rng.integers(min(0, s - p), max(0, s - p) + 1) for s, p in zip(shape, size)])
         image, target = self.images[index], self.targets[index]
-        return (extract_patch(image, start, size, float(image.min())),
-                extract_patch(target, start, size, IGNORE))
+        return (extract_patch(image, start, size, float(image.min())), extract_patch(target, start, size, IGNORE))
 
 
 def extract_patch(array: np.ndarray, start_zyx: np.ndarray, size_zyx: np.ndarray, pad_value) -> np.ndarray:

@@ -62,8 +62,9 @@ def coating_target(label: np.ndarray, spacing_zyx_mm, margin_mm: float) -> np.nd
     return target
 
 
-def mediastinum_region(left_lung: np.ndarray, right_lung: np.ndarray, spacing_zyx_mm: Sequence[float],
-                       margin_mm: float) -> np.ndarray:
+def mediastinum_region(
+    left_lung: np.ndarray, right_lung: np.ndarray, spacing_zyx_mm: Sequence[float], margin_mm: float
+) -> np.ndarray:
     """Where a mediastinal node can lie: per slice (axis 0), the convex hull of both lungs widened by ``margin_mm``.
 
     The lungs enclose the mediastinum left-right and, with their anterior and posterior edges,
@@ -86,9 +87,15 @@ def mediastinum_region(left_lung: np.ndarray, right_lung: np.ndarray, spacing_zy
     return region
 
 
-def totalseg_target(label: np.ndarray, hu: np.ndarray, totalseg: np.ndarray, hu_window, class_names=None,
-                    spacing_zyx_mm: Optional[Sequence[float]] = None,
-                    mediastinum_margin_mm: Optional[float] = None) -> np.ndarray:
+def totalseg_target(
+    label: np.ndarray,
+    hu: np.ndarray,
+    totalseg: np.ndarray,
+    hu_window,
+    class_names=None,
+    spacing_zyx_mm: Optional[Sequence[float]] = None,
+    mediastinum_margin_mm: Optional[float] = None,
+) -> np.ndarray:
     """``masking`` + background inside TotalSegmentator structures and (optionally) outside the mediastinum."""
     target = masking_target(label, hu, hu_window)
     unlabelled = (label != 1) & (label != IGNORE)
@@ -103,8 +110,16 @@ def totalseg_target(label: np.ndarray, hu: np.ndarray, totalseg: np.ndarray, hu_
     return target
 
 
-def anatomy_target(label: np.ndarray, hu: np.ndarray, mediastinum: np.ndarray, hu_window, spacing_zyx_mm,
-                   thick_tissue_depth_mm: float, totalseg: Optional[np.ndarray] = None, class_names=None) -> np.ndarray:
+def anatomy_target(
+    label: np.ndarray,
+    hu: np.ndarray,
+    mediastinum: np.ndarray,
+    hu_window,
+    spacing_zyx_mm,
+    thick_tissue_depth_mm: float,
+    totalseg: Optional[np.ndarray] = None,
+    class_names=None,
+) -> np.ndarray:
     """``masking`` + background outside ``mediastinum``, deep inside thick soft tissue, and in TotalSegmentator structures."""
     target = masking_target(label, hu, hu_window)
     unlabelled = (label != 1) & (label != IGNORE)
@@ -131,15 +146,30 @@ def build_target(case: CachedCase, config: TrainingConfig, strategy: str | None 
         return coating_target(case.label, case.geometry.spacing_zyx_mm, config.coating_margin_mm)
     if strategy == "totalseg":
         if case.totalseg is None:
-            raise InputError(f"Case '{case.case_id}' has no TotalSegmentator map; the 'totalseg' strategy needs "
-                             f"'{case.case_id}-totalseg.nii.gz' beside its CT (or --totalseg-dir).")
-        return totalseg_target(case.label, case.hu, case.totalseg, config.masking_hu_window,
-                               config.totalseg_background_classes, case.geometry.spacing_zyx_mm,
-                               config.mediastinum_margin_mm)
+            raise InputError(
+                f"Case '{case.case_id}' has no TotalSegmentator map; the 'totalseg' strategy needs "
+                f"'{case.case_id}-totalseg.nii.gz' beside its CT (or --totalseg-dir)."
+            )
+        return totalseg_target(
+            case.label,
+            case.hu,
+            case.totalseg,
+            config.masking_hu_window,
+            config.totalseg_background_classes,
+            case.geometry.spacing_zyx_mm,
+            config.mediastinum_margin_mm,
+        )
     if strategy == "anatomy":
         if case.mediastinum is None:
             raise InputError(f"Case '{case.case_id}' was cached without a mediastinum mask; delete the cache and rerun.")
-        return anatomy_target(case.label, case.hu, case.mediastinum, config.masking_hu_window,
-                              case.geometry.spacing_zyx_mm, config.thick_tissue_depth_mm, case.totalseg,
-                              config.totalseg_background_classes)
+        return anatomy_target(
+            case.label,
+            case.hu,
+            case.mediastinum,
+            config.masking_hu_window,
+            case.geometry.spacing_zyx_mm,
+            config.thick_tissue_depth_mm,
+            case.totalseg,
+            config.totalseg_background_classes,
+        )
     raise InputError(f"Unknown strategy '{strategy}'.")

@@ -13,9 +13,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
-import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,16 +103,19 @@ def load_initial_weights(network: torch.nn.Module, source: str, architecture: di
         return json.loads(json.dumps(value))
 
     if as_json(source_architecture) != as_json(architecture):
-        raise InputError(f"initial_weights '{source}' were trained with another architecture "
-                         f"({source_architecture.get('arguments', {}).get('features_per_stage')} features per stage, "
-                         f"here {architecture.get('arguments', {}).get('features_per_stage')}); use matching settings.")
+        raise InputError(
+            f"initial_weights '{source}' were trained with another architecture "
+            f"({source_architecture.get('arguments', {}).get('features_per_stage')} features per stage, "
+            f"here {architecture.get('arguments', {}).get('features_per_stage')}); use matching settings."
+        )
     network.load_state_dict(state, strict=True)
 
 
 def _make_optimizer(model, config: TrainingConfig):
     if config.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=config.learning_rate, momentum=0.99, nesterov=True,
-                               weight_decay=config.weight_decay)
+        return torch.optim.SGD(
+            model.parameters(), lr=config.learning_rate, momentum=0.99, nesterov=True, weight_decay=config.weight_decay
+        )
     return torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
 
 
@@ -139,8 +142,9 @@ def predict_case(network, image: np.ndarray, config: TrainingConfig, device: str
 
     network.eval()
     predictor = WindowPredictor(network, device, batch_size=2)
-    return sliding_window_probability(image, predictor, config.patch_size_zyx, overlap=config.sliding_window_overlap,
-                                      pad_value=float(image.min()))
+    return sliding_window_probability(
+        image, predictor, config.patch_size_zyx, overlap=config.sliding_window_overlap, pad_value=float(image.min())
+    )
 
 
 def validate(network, cases: list[CachedCase], config: TrainingConfig, device: str) -> dict:
@@ -156,8 +160,10 @@ def validate(network, cases: list[CachedCase], config: TrainingConfig, device: s
         assds.append(result.assd_mm)
     network.train()
     finite = [a for a in assds if not math.isnan(a)]
-    return {"val_dice": float(np.median(dices)) if dices else None,
-            "val_assd_mm": float(np.median(finite)) if finite else (float("nan") if dices else None)}
+    return {
+        "val_dice": float(np.median(dices)) if dices else None,
+        "val_assd_mm": float(np.median(finite)) if finite else (float("nan") if dices else None),
+    }
 
 
 def _save_checkpoint(path: Path, state: dict) -> None:
@@ -166,9 +172,18 @@ def _save_checkpoint(path: Path, state: dict) -> None:
     os.replace(temporary, path)
 
 
-def train(config: TrainingConfig, dataset_dir: Path, output_dir: Path, *, cache_dir: Optional[Path] = None,
-          totalseg_dir: Optional[Path] = None, resume: bool = True, device: str = "auto", show_progress: bool = True,
-          stop_after_epochs: Optional[int] = None) -> TrainingResult:
+def train(
+    config: TrainingConfig,
+    dataset_dir: Path,
+    output_dir: Path,
+    *,
+    cache_dir: Optional[Path] = None,
+    totalseg_dir: Optional[Path] = None,
+    resume: bool = True,
+    device: str = "auto",
+    show_progress: bool = True,
+    stop_after_epochs: Optional[int] = None,
+) -> TrainingResult:
     """Train per ``config`` on the dataset; checkpoints, metrics.csv and metrics.png go to ``output_dir``.
 
     ``resume``: continue from ``output_dir/checkpoint_latest.pt`` when present (its config must
@@ -177,8 +192,17 @@ def train(config: TrainingConfig, dataset_dir: Path, output_dir: Path, *, cache_
     """
     context = distributed.setup(device)
     try:
-        return _train(config, Path(dataset_dir), Path(output_dir), cache_dir, totalseg_dir, resume, context,
-                      show_progress, stop_after_epochs)
+        return _train(
+            config,
+            Path(dataset_dir),
+            Path(output_dir),
+            cache_dir,
+            totalseg_dir,
+            resume,
+            context,
+            show_progress,
+            stop_after_epochs,
+        )
     finally:
         context.close()
 
@@ -203,16 +227,22 @@ def _train(config, dataset_dir, output_dir, cache_dir, totalseg_dir, resume, con
     main_log = logger.info if context.is_main else (lambda _message: None)
     output_dir.mkdir(parents=True, exist_ok=True)
     training_cases, validation_cases, sampler, augmenter = _prepare_data(
-        config, dataset_dir, Path(cache_dir) if cache_dir else output_dir / "cache", totalseg_dir, context, main_log)
+        config, dataset_dir, Path(cache_dir) if cache_dir else output_dir / "cache", totalseg_dir, context, main_log
+    )
     latest = output_dir / CHECKPOINT_LATEST
     run = _start_run(config, context, latest, resume, main_log)
     last_epoch = config.epochs if stop_after_epochs is None else min(config.epochs, stop_after_epochs)
     for epoch in range(run.start_epoch, last_epoch):
         started = time.time()
         losses = _run_epoch(run, config, epoch, sampler, augmenter, context, show_progress)
-        row = {"epoch": epoch + 1, "iterations": (epoch + 1) * config.iterations_per_epoch,
-               "train_loss": context.mean(float(np.mean(losses))), "learning_rate": run.scheduler.get_last_lr()[0],
-               "val_dice": None, "val_assd_mm": None}
+        row = {
+            "epoch": epoch + 1,
+            "iterations": (epoch + 1) * config.iterations_per_epoch,
+            "train_loss": context.mean(float(np.mean(losses))),
+            "learning_rate": run.scheduler.get_last_lr()[0],
+            "val_dice": None,
+            "val_assd_mm": None,
+        }
         if context.is_main:
             _end_epoch(run, config, epoch, row, validation_cases, started, latest, output_dir, context.device, main_log)
         else:
@@ -245,8 +275,10 @@ def _prepare_data(config, dataset_dir, cache_dir, totalseg_dir, context, main_lo
         raise InputError("No training case has a labelled lymph node (label 1); nothing to learn from.")
     sampler = PatchSampler([c.image for c in training_cases], targets, config.foreground_fraction, seed=config.seed)
     augmenter = PatchAugmenter(config.patch_size_zyx, config.augmentation)
-    main_log(f"{len(training_cases)} training / {len(validation_cases)} validation cases; strategy '{config.strategy}'; "
-             f"known voxels {np.mean([float((t != IGNORE).mean()) for t in targets]):.1%}")
+    main_log(
+        f"{len(training_cases)} training / {len(validation_cases)} validation cases; strategy '{config.strategy}'; "
+        f"known voxels {np.mean([float((t != IGNORE).mean()) for t in targets]):.1%}"
+    )
     return training_cases, validation_cases, sampler, augmenter
 
 
@@ -278,7 +310,9 @@ def _start_run(config, context, latest: Path, resume: bool, main_log) -> _Run:
             load_initial_weights(main_network(model), config.initial_weights, config.architecture)
             main_log(f"Starting from the weights of {config.initial_weights}")
     if context.enabled:
-        run.train_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[context.local_rank] if device.startswith("cuda") else None)
+        run.train_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[context.local_rank] if device.startswith("cuda") else None
+        )
     run.train_model.train()
     return run
 
@@ -293,7 +327,9 @@ def _run_epoch(run: _Run, config, epoch: int, sampler, augmenter, context, show_
 
         bar = tqdm(total=len(iterations), desc=f"epoch {epoch + 1}/{config.epochs}", leave=False, mininterval=2.0)
     for iteration in iterations:
-        images, batch_targets = make_batch(sampler, augmenter, config.batch_size, _batch_seed(config.seed, context.rank, iteration))
+        images, batch_targets = make_batch(
+            sampler, augmenter, config.batch_size, _batch_seed(config.seed, context.rank, iteration)
+        )
         images, batch_targets = images.to(context.device), batch_targets.to(context.device)
         run.optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=run.use_amp):
@@ -313,19 +349,38 @@ def _run_epoch(run: _Run, config, epoch: int, sampler, augmenter, context, show_
     return losses
 
 
-def _end_epoch(run: _Run, config, epoch: int, row: dict, validation_cases, started: float, latest: Path, output_dir: Path,
-               device: str, main_log) -> None:
+def _end_epoch(
+    run: _Run,
+    config,
+    epoch: int,
+    row: dict,
+    validation_cases,
+    started: float,
+    latest: Path,
+    output_dir: Path,
+    device: str,
+    main_log,
+) -> None:
     """Rank 0: validate when due, then write the checkpoint, metrics.csv and metrics.png, and log the epoch."""
     if validation_cases and ((epoch + 1) % max(config.validate_every, 1) == 0 or epoch + 1 == config.epochs):
         row.update(validate(main_network(run.model), validation_cases, config, device))
     row["seconds"] = round(time.time() - started, 2)
     run.metrics.append(row)
-    _save_checkpoint(latest, {
-        "config": config.to_dict(), "epoch": epoch, "model": run.model.state_dict(),
-        "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(), "scaler": run.scaler.state_dict(),
-        "torch_rng": torch.get_rng_state(), "metrics": run.metrics,
-        "network": main_network(run.model).state_dict(), "architecture": config.architecture,
-    })
+    _save_checkpoint(
+        latest,
+        {
+            "config": config.to_dict(),
+            "epoch": epoch,
+            "model": run.model.state_dict(),
+            "optimizer": run.optimizer.state_dict(),
+            "scheduler": run.scheduler.state_dict(),
+            "scaler": run.scaler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "metrics": run.metrics,
+            "network": main_network(run.model).state_dict(),
+            "architecture": config.architecture,
+        },
+    )
     write_metrics_csv(output_dir / "metrics.csv", run.metrics)
     plot_metrics(output_dir / "metrics.png", run.metrics, title=f"strategy {config.strategy}")
     dice = "" if row["val_dice"] is None else f", val Dice {row['val_dice']:.3f}, ASSD {row['val_assd_mm']:.2f} mm"
