@@ -3,7 +3,9 @@
 Builds one synthetic case of 120 x 512 x 512 voxels at 0.8 x 0.8 x 3 mm with 12 lymph nodes
 (reference = the phantom's nodes; prediction = the same nodes perturbed: some grown, some shrunk,
 one missed, one shifted, two false positives), saves both as .npy, and times each method in a
-fresh subprocess (so its peak memory is its own) on the same arrays:
+fresh subprocess (so its peak memory is its own) on the same arrays, at least 3 timed repeats each
+(min/median/max reported), every method with the same thread count (``--threads``, default all
+cores: torch, OpenMP/MKL/BLAS and ITK pinned to it):
 
 * ``ours``: ``LymphNodeQuantLib.evaluate.surface_distances`` (union bounding box + KD-tree);
 * ``challenge``: a plain re-implementation of the challenge algorithm with SimpleITK on the whole
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -45,7 +48,7 @@ from benchmarks.references import challenge_style_scores, digitised_ellipsoid, e
 SHAPE_ZYX = (120, 512, 512)
 SPACING_ZYX_MM = (3.0, 0.8, 0.8)
 N_NODES = 12
-REPEATS = {"ours": 5, "ours_evaluate_case": 3, "challenge": 2, "medpy": 1, "monai": 2}
+REPEATS = {"ours": 5, "ours_evaluate_case": 5, "challenge": 3, "medpy": 3, "monai": 3}  # timed calls per method (>= 3)
 AGREEMENT_MM = 1e-4
 
 
@@ -79,7 +82,11 @@ def build_case(seed: int = 0, shape_zyx: tuple[int, int, int] = SHAPE_ZYX) -> tu
         z, y, x = np.ogrid[: shape_zyx[0], : shape_zyx[1], : shape_zyx[2]]
         sphere = ((z - centre[0]) * 3.0) ** 2 + ((y - centre[1]) * 0.8) ** 2 + ((x - centre[2]) * 0.8) ** 2 <= 4.0**2
         prediction[sphere] = 1
-    info = {"reference_nodes": len(node_ids), "reference_voxels": int(reference.sum()), "prediction_voxels": int(prediction.sum())}
+    info = {
+        "reference_nodes": len(node_ids),
+        "reference_voxels": int(reference.sum()),
+        "prediction_voxels": int(prediction.sum()),
+    }
     return prediction, reference, info
 
 
@@ -146,14 +153,17 @@ def _reset_peak() -> bool:
         return False
 
 
-def worker(method: str, folder: Path, repeats: int) -> dict:
+def worker(method: str, folder: Path, repeats: int, threads: int) -> dict:
     """Run in a fresh process: load the case, time ``repeats`` calls, report value and peak memory."""
+    from benchmarks.results_md import pin_threads
+
     prediction = np.load(folder / "prediction.npy")
     reference = np.load(folder / "reference.npy")
     function = METHODS[method]
     tiny = np.zeros((6, 6, 6), np.uint8)
     tiny[2:4, 2:4, 2:4] = 1
     function(tiny, np.roll(tiny, 1, axis=2))  # imports and lazy initialisation outside the timing, for every method
+    torch_threads = pin_threads(threads)  # after the imports (a library may set its own count when imported)
     peak_before = _status_mb("VmHWM")
     reset = _reset_peak()
     rss_loaded = _status_mb("VmRSS")
@@ -164,23 +174,37 @@ def worker(method: str, folder: Path, repeats: int) -> dict:
         times.append(time.perf_counter() - start)
     peak = max(_status_mb("VmHWM"), 0.0 if reset else peak_before)
     return {
-        "method": method, "value": value, "times_s": times, "peak_rss_mb": peak, "rss_before_mb": rss_loaded,
-        "peak_increase_mb": peak - rss_loaded, "peak_reset": reset,
+        "method": method,
+        "value": value,
+        "times_s": times,
+        "peak_rss_mb": peak,
+        "rss_before_mb": rss_loaded,
+        "peak_increase_mb": peak - rss_loaded,
+        "peak_reset": reset,
+        "torch_threads": torch_threads,
     }
 
 
-def run_method(method: str, folder: Path) -> dict:
+def run_method(method: str, folder: Path, threads: int) -> dict:
+    from benchmarks.results_md import pinned_thread_env
+
     if method == "medpy":
         try:
             import medpy  # noqa: F401
         except ImportError as error:
             return {"method": method, "skipped": f"medpy not installed ({error}); pip install medpy==0.5.2"}
     completed = subprocess.run(
-        [sys.executable, __file__, "--worker", method, str(folder), str(REPEATS[method])],
-        capture_output=True, text=True, cwd=REPO_ROOT,
+        [sys.executable, __file__, "--worker", method, str(folder), str(REPEATS[method]), str(threads)],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        env=pinned_thread_env(threads),
     )
     if completed.returncode != 0:
-        return {"method": method, "skipped": f"failed: {completed.stderr.strip().splitlines()[-1] if completed.stderr.strip() else completed.returncode}"}
+        return {
+            "method": method,
+            "skipped": f"failed: {completed.stderr.strip().splitlines()[-1] if completed.stderr.strip() else completed.returncode}",
+        }
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
@@ -197,7 +221,7 @@ def _variant_axes(mask_2d, spacing_rc, variant):
 
     outline, rule = variant.split("-")
     if outline.startswith("smooth"):
-        points = boundary_points_mm(mask_2d, spacing_rc, smoothed_mask(mask_2d, float(outline[len("smooth"):])))
+        points = boundary_points_mm(mask_2d, spacing_rc, smoothed_mask(mask_2d, float(outline[len("smooth") :])))
     elif outline == "corners":
         points = _corner_points_mm(mask_2d, spacing_rc)
     else:
@@ -232,8 +256,9 @@ RECIST_TARGET_MEAN_PIXELS = 0.2
 RECIST_TARGET_EACH_PIXELS = 1.0
 
 
-def recist_accuracy(n_per_spacing: int = 150, seed: int = 0, sizes_mm: tuple[float, float] = (5.0, 30.0),
-                    variants: dict[str, str] | None = None) -> list[str]:
+def recist_accuracy(
+    n_per_spacing: int = 150, seed: int = 0, sizes_mm: tuple[float, float] = (5.0, 30.0), variants: dict[str, str] | None = None
+) -> list[str]:
     """Short-axis error (in pixels) on random digitised ellipsoids (sizes in ``sizes_mm``, any in-plane angle) per rule.
 
     Returns Markdown table rows; the long axis of the same nodes (in the same slice) is reported too.
@@ -269,36 +294,25 @@ def recist_accuracy(n_per_spacing: int = 150, seed: int = 0, sizes_mm: tuple[flo
     return rows
 
 
-def _git_commit() -> str:
-    """Short commit hash of the working tree, with "dirty" when it has uncommitted changes."""
-    def git(*arguments):
-        return subprocess.run(["git", *arguments], capture_output=True, text=True, cwd=REPO_ROOT, check=True).stdout.strip()
-
-    try:
-        commit = git("rev-parse", "--short", "HEAD")
-        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown (not a git checkout)"
-    return f"{commit}, dirty (uncommitted changes in the working tree)" if dirty else commit
-
-
 RECIST_HEADING = "### RECIST short axis: accuracy of candidate definitions"
 
 
-def recist_subsection(n_per_spacing: int) -> list[str]:
+def recist_subsection(n_per_spacing: int, git_at_start: str | None = None) -> list[str]:
     """The RECIST subsection of the ``metrics`` section (Markdown lines), with machine, command and commit."""
     from benchmarks.results_md import command_line, machine_description
 
     start = time.perf_counter()
     rows = recist_accuracy(n_per_spacing)
-    smoothed = {name: label for name, label in recist_variants().items() if name.endswith("chord") and not name.startswith("corners")}
+    smoothed = {
+        name: label for name, label in recist_variants().items() if name.endswith("chord") and not name.startswith("corners")
+    }
     small_rows = recist_accuracy(n_per_spacing, seed=1, sizes_mm=(5.0, 7.0), variants=smoothed)
     print(f"RECIST accuracy sweep: {time.perf_counter() - start:.1f} s")
     return [
         RECIST_HEADING,
         "",
-        f"Machine: {machine_description()}.  ",
-        f"Command: `{command_line()}` (from the repository root); git commit {_git_commit()}.",
+        f"Machine: {machine_description(git_at_start)}.  ",
+        f"Command: `{command_line()}` (from the repository root).",
         "",
         f"{n_per_spacing} random ellipsoids per spacing (short and long axis 5-30 mm, any in-plane angle, "
         "sub-voxel in-plane position, centre on a slice), digitised at voxel centres; the node's short axis is taken "
@@ -336,27 +350,48 @@ def write_recist_subsection(lines: list[str]) -> None:
 # ---------------------------------------------------------------------------------------- report
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--worker", nargs=3, metavar=("METHOD", "FOLDER", "REPEATS"), help=argparse.SUPPRESS)
+    parser.add_argument("--worker", nargs=4, metavar=("METHOD", "FOLDER", "REPEATS", "THREADS"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="threads allowed to every method (torch, OpenMP/MKL/BLAS, ITK); default: all cores",
+    )
     parser.add_argument("--no-write", action="store_true", help="print only; do not update RESULTS.md")
     parser.add_argument("--small", action="store_true", help="smoke test on a 40 x 256 x 256 case (implies --no-write)")
-    parser.add_argument("--recist-only", action="store_true",
-                        help="run only the RECIST accuracy comparison and rewrite only its subsection of RESULTS.md")
+    parser.add_argument(
+        "--recist-only",
+        action="store_true",
+        help="run only the RECIST accuracy comparison and rewrite only its subsection of RESULTS.md",
+    )
     args = parser.parse_args()
     if args.worker:
-        method, folder, repeats = args.worker
-        print(json.dumps(worker(method, Path(folder), int(repeats))))
+        method, folder, repeats, threads = args.worker
+        print(json.dumps(worker(method, Path(folder), int(repeats), int(threads))))
         return 0
 
-    from benchmarks.results_md import command_line, machine_description, update_section
+    from benchmarks.results_md import (
+        command_line,
+        format_times,
+        git_state,
+        load_average,
+        machine_description,
+        time_summary,
+        update_section,
+    )
+
+    git_at_start = git_state()
 
     if args.recist_only:
-        lines = recist_subsection(30 if args.small else 150)
+        lines = recist_subsection(30 if args.small else 150, git_at_start)
         print("\n".join(lines))
         if not (args.no_write or args.small):
             write_recist_subsection(lines)
             print("updated benchmarks/RESULTS.md (RECIST subsection of section 'metrics')")
         return 0
 
+    load_at_start = load_average()
+    print(f"1-minute load average at the start: {load_at_start:.2f}")
     start = time.perf_counter()
     shape = (40, 256, 256) if args.small else SHAPE_ZYX
     args.no_write = args.no_write or args.small
@@ -367,7 +402,7 @@ def main() -> int:
         np.save(Path(folder) / "prediction.npy", prediction)
         np.save(Path(folder) / "reference.npy", reference)
         for method in METHODS:
-            results[method] = run_method(method, Path(folder))
+            results[method] = run_method(method, Path(folder), args.threads)
             print(method, results[method])
 
     for required in ("ours", "challenge"):
@@ -375,6 +410,7 @@ def main() -> int:
             print(f"cannot compare: {required} {results[required]['skipped']}", file=sys.stderr)
             return 1
     ours = results["ours"]
+    load_at_end = load_average()
     ours_time = float(np.median(ours["times_s"]))
     challenge = results["challenge"]
     difference = abs(ours["value"] - challenge["value"])
@@ -389,26 +425,31 @@ def main() -> int:
     lines = [
         "## ASSD: speed and agreement (`benchmarks/metrics_bench.py`)",
         "",
-        f"Machine: {machine_description()}.  ",
-        f"Command: `{command_line()}` (from the repository root).",
+        f"Machine: {machine_description(git_at_start)}.  ",
+        f"Command: `{command_line()}` (from the repository root). 1-minute load average {load_at_start:.2f} at the start "
+        f"and {load_at_end:.2f} at the end (the machine is shared; above ~1 on 2 cores, other work competed).",
         "",
         f"Case: synthetic chest CT grid {shape[0]} x {shape[1]} x {shape[2]} voxels (z, y, x) at "
         f"{SPACING_ZYX_MM[1]} x {SPACING_ZYX_MM[2]} x {SPACING_ZYX_MM[0]} mm, {info['reference_nodes']} reference nodes "
         f"({info['reference_voxels']} voxels), prediction = nodes grown/shrunk/shifted, one missed, two false positives "
-        f"({info['prediction_voxels']} voxels). Each method runs in its own fresh process on the same arrays; time = median "
-        "of the repeats; peak RSS = the worker process's peak resident set (VmHWM: Python, libraries and the two uint8 input arrays "
+        f"({info['prediction_voxels']} voxels). Each method runs in its own fresh process on the same arrays, after one untimed "
+        f"call on a tiny case (imports, lazy initialisation), then {min(REPEATS.values())} to {max(REPEATS.values())} timed "
+        f"calls; every worker gets the same {args.threads} thread(s) (torch, OpenMP/MKL/BLAS and ITK pinned; the KD-tree "
+        "query and scipy's distance transform are single-threaded); times are median (min-max) of the repeats, and "
+        "'slower than ours' is the ratio of medians; peak RSS = the worker process's peak resident set (VmHWM: Python, libraries and the two uint8 input arrays "
         "included); peak added = that peak minus the resident set just before the timed calls.",
         "",
-        "| method | ASSD (mm) | time (s, median) | repeats | slower than ours (x) | peak RSS (MiB) | peak added by the computation (MiB) |",
+        "| method | ASSD (mm) | time (s): median (min-max) | repeats | slower than ours (x, medians) | peak RSS (MiB) | peak added by the computation (MiB) |",
         "|---|---|---|---|---|---|---|",
     ]
     for method, result in results.items():
         if "skipped" in result:
             lines.append(f"| {labels[method]} | skipped: {result['skipped']} | | | | | |")
             continue
-        t = float(np.median(result["times_s"]))
+        summary = time_summary(result["times_s"])
         lines.append(
-            f"| {labels[method]} | {result['value']:.6f} | {t:.3f} | {len(result['times_s'])} | {t / ours_time:.1f} | "
+            f"| {labels[method]} | {result['value']:.6f} | {format_times(summary, 3)} | {summary['n']} | "
+            f"{summary['median'] / ours_time:.1f} | "
             f"{result['peak_rss_mb']:.0f} | {result['peak_increase_mb']:.0f} |"
         )
     lines += [
@@ -416,13 +457,14 @@ def main() -> int:
         f"Agreement with the challenge-style computation: |difference| = {difference:.2e} mm "
         f"({'within' if agree else 'NOT within'} the {AGREEMENT_MM:g} mm tolerance; SimpleITK's distance map is float32).",
         f"Speed-up over the challenge-style computation: **{float(np.median(challenge['times_s'])) / ours_time:.0f}x** "
-        f"(target >= 20x); peak memory of ours: **{ours['peak_rss_mb']:.0f} MiB** for the whole process, "
+        f"(ratio of medians; {min(challenge['times_s']) / max(ours['times_s']):.0f}x slowest of ours against fastest "
+        f"challenge-style; target >= 20x); peak memory of ours: **{ours['peak_rss_mb']:.0f} MiB** for the whole process, "
         f"{ours['peak_increase_mb']:.0f} MiB added by the computation (target < 1024 MiB).",
         "medpy and MONAI compute a different number by design: both average the pooled distances of the two directions "
         "(weighting the larger surface more) instead of taking the mean of the two directed means as LNQ2023 did; "
         "medpy also counts voxels on the image border as surface (no node touches the border here).",
     ]
-    lines += ["", *recist_subsection(30 if args.small else 150)]
+    lines += ["", *recist_subsection(30 if args.small else 150, git_at_start)]
     markdown = "\n".join(lines)
     print(markdown)
     if not args.no_write:
