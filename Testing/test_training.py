@@ -645,3 +645,16 @@ def test_nested_settings_round_trip_and_refuse_unknown_keys():
         TrainingConfig.from_dict({"dbdmp": {"lamda": 3.0}})
     with pytest.raises(InputError, match="NormalizationSettings must be a JSON object"):
         TrainingConfig.from_dict({"normalization": [0, 1]})
+
+
+def test_cache_fingerprint_follows_the_preprocessing_code(monkeypatch, tmp_path):
+    """A change to the code that fills the cache (not only to settings or files) invalidates cached cases."""
+    from LymphNodeQuantLib.training import cache
+    from LymphNodeQuantLib.training.dataset import TrainingCase
+
+    source = tmp_path / "ct.nrrd"
+    source.write_bytes(b"x")
+    case = TrainingCase("c", source, source)
+    before = cache.case_fingerprint(case, {"spacing_zyx_mm": [3, 2, 2]})
+    monkeypatch.setattr(cache, "preprocessing_code_digest", lambda: "changed code")
+    assert cache.case_fingerprint(case, {"spacing_zyx_mm": [3, 2, 2]}) != before

@@ -6,7 +6,8 @@ so a model sees at training time exactly what it sees in ``lnq segment``. Each c
 1 node, :data:`IGNORE` never-train), ``mediastinum.npy`` (the mediastinum found from the full CT,
 :mod:`LymphNodeQuantLib.anatomy`), optionally ``totalseg.npy``, and ``meta.json`` with the
 geometry of the preprocessed grid and the fingerprint (settings + source files' size and mtime +
-:data:`CACHE_VERSION`). A rerun with the same fingerprint loads the arrays; anything else rebuilds.
+:data:`CACHE_VERSION` + the source of the preprocessing code, :data:`PREPROCESSING_CODE`). A rerun
+with the same fingerprint loads the arrays; anything else rebuilds.
 """
 
 from __future__ import annotations
@@ -48,6 +49,19 @@ class CachedCase:
         return Volume((self.label == 1).astype(np.uint8), self.geometry)
 
 
+#: engine modules whose code decides what a cached case holds (reading, cropping, resampling, normalising,
+#: the mediastinum map); their source is part of the fingerprint, so changed code never reuses a stale cache
+PREPROCESSING_CODE = ("io.py", "file_integrity.py", "geometry.py", "preprocessing.py", "anatomy.py", "training/cache.py")
+
+
+def preprocessing_code_digest() -> str:
+    package = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for name in PREPROCESSING_CODE:
+        digest.update(name.encode() + b"\0" + (package / name).read_bytes())
+    return digest.hexdigest()
+
+
 def case_fingerprint(case: TrainingCase, settings: dict) -> str:
     files = []
     for path in case.source_files:
@@ -58,6 +72,7 @@ def case_fingerprint(case: TrainingCase, settings: dict) -> str:
             files.append([str(member.name), stat.st_size, stat.st_mtime_ns])
     payload = {
         "version": CACHE_VERSION,
+        "code": preprocessing_code_digest(),
         "settings": settings,
         "files": files,
         "ignore": case.ignore_label,
