@@ -74,7 +74,7 @@ class SegmentationOutcome:
     has_mediastinum: bool = True
 
 
-class BackgroundSegmentation:
+class BackgroundSegmentation(runner.BackgroundJob):
     """A segmentation running in a separate engine process (the GUI polls it from a timer).
 
     The input CT is written to a private temporary folder, ``lnq segment --progress json`` runs in
@@ -99,23 +99,6 @@ class BackgroundSegmentation:
         except BaseException:
             self.cleanup()
             raise
-
-    @property
-    def fraction(self) -> float:
-        return self.process.fraction
-
-    @property
-    def stage(self) -> str:
-        return self.process.stage
-
-    def poll(self) -> bool:
-        """Update progress; True once the process has ended (successfully or not)."""
-        self.process.poll()
-        return self.process.finished
-
-    def cancel(self) -> None:
-        self.process.cancel()
-        self.cleanup()
 
     def outcome(self) -> SegmentationOutcome:
         """Read the result of a finished run (raises the engine's error) and remove the temp folder."""

@@ -223,7 +223,7 @@ def protected_distributions(
     return [name for name in PROTECTED if name in PYTORCH_EXTENSION_PROVIDED or version_of(name) or importable(name)]
 
 
-class PipInstallJob:
+class PipInstallJob(runner.BackgroundJob):
     """``pip_install_guarded.py`` in a background process: poll it from a timer, or :meth:`wait`.
 
     The constraints file lives in a private temporary folder removed when the run ends.
@@ -263,22 +263,6 @@ class PipInstallJob:
         except BaseException:
             self.cleanup()
             raise
-
-    @property
-    def fraction(self) -> float:
-        return self.process.fraction
-
-    @property
-    def stage(self) -> str:
-        return self.process.stage
-
-    def poll(self) -> bool:
-        self.process.poll()
-        return self.process.finished
-
-    def cancel(self) -> None:
-        self.process.cancel()
-        self.cleanup()
 
     def outcome(self) -> dict:
         """``{"installed": [...], "would_install": [...]}`` of a finished run; :class:`DependencyError` otherwise."""

@@ -70,7 +70,7 @@ def installed_name(source: str) -> str:
     return source.split(":", 1)[1] if ":" in source else source
 
 
-class BackgroundModelInstall:
+class BackgroundModelInstall(runner.BackgroundJob):
     """``lnq models install SOURCE`` in a background process; poll from a timer, :meth:`cancel` kills it."""
 
     def __init__(
@@ -92,22 +92,6 @@ class BackgroundModelInstall:
         )
         self.process = runner.EngineProcess(command, env=runner.engine_environment())
         self.process.start()
-
-    @property
-    def fraction(self) -> float:
-        return self.process.fraction
-
-    @property
-    def stage(self) -> str:
-        return self.process.stage
-
-    def poll(self) -> bool:
-        """Update progress; True once the process has ended."""
-        self.process.poll()
-        return self.process.finished
-
-    def cancel(self) -> None:
-        self.process.cancel()
 
     def outcome(self) -> str:
         """The installed model's name (raises the engine's error, e.g. a failed checksum)."""

@@ -302,6 +302,33 @@ class EngineProcess:
         return self.outcome()
 
 
+class BackgroundJob:
+    """Base of the module's background jobs (segmentation, package install, model install): an
+    :class:`EngineProcess` in ``self.process`` that the GUI polls from a timer and can cancel."""
+
+    process: EngineProcess
+
+    @property
+    def fraction(self) -> float:
+        return self.process.fraction
+
+    @property
+    def stage(self) -> str:
+        return self.process.stage
+
+    def poll(self) -> bool:
+        """Update progress; True once the process has ended (successfully or not)."""
+        self.process.poll()
+        return self.process.finished
+
+    def cancel(self) -> None:
+        self.process.cancel()
+        self.cleanup()
+
+    def cleanup(self) -> None:
+        """Remove what the job keeps on disk while it runs (nothing by default)."""
+
+
 def default_python_executable() -> str:
     """The Python that runs the engine: Slicer's ``PythonSlicer`` inside Slicer, else this one."""
     import shutil
