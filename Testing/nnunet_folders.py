@@ -7,6 +7,17 @@ import torch
 
 from LymphNodeQuantLib.models.networks import build_network
 
+# layer settings as nnU-Net v2 (>= 2.4) writes them into plans.json, shared by both architectures below
+_LAYERS = {
+    "conv_bias": True,
+    "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d",
+    "norm_op_kwargs": {"eps": 1e-05, "affine": True},
+    "dropout_op": None,
+    "dropout_op_kwargs": None,
+    "nonlin": "torch.nn.LeakyReLU",
+    "nonlin_kwargs": {"inplace": True},
+}
+
 # nnU-Net ResEnc M style (residual encoder blocks), tiny
 RESENC_ARCH_KWARGS = {
     "n_stages": 3,
@@ -16,13 +27,7 @@ RESENC_ARCH_KWARGS = {
     "strides": [[1, 1, 1], [1, 2, 2], [2, 2, 2]],
     "n_blocks_per_stage": [1, 2, 2],
     "n_conv_per_stage_decoder": [1, 1],
-    "conv_bias": True,
-    "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d",
-    "norm_op_kwargs": {"eps": 1e-05, "affine": True},
-    "dropout_op": None,
-    "dropout_op_kwargs": None,
-    "nonlin": "torch.nn.LeakyReLU",
-    "nonlin_kwargs": {"inplace": True},
+    **_LAYERS,
 }
 
 PLAIN_UNET = "dynamic_network_architectures.architectures.unet.PlainConvUNet"
@@ -37,13 +42,7 @@ ARCH_KWARGS = {
     "strides": [[1, 1, 1], [1, 2, 2]],
     "n_conv_per_stage": [2, 2],
     "n_conv_per_stage_decoder": [2],
-    "conv_bias": True,
-    "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d",
-    "norm_op_kwargs": {"eps": 1e-05, "affine": True},
-    "dropout_op": None,
-    "dropout_op_kwargs": None,
-    "nonlin": "torch.nn.LeakyReLU",
-    "nonlin_kwargs": {"inplace": True},
+    **_LAYERS,
 }
 
 

@@ -69,6 +69,22 @@ def vm_rss_mib() -> float:
 
 
 # ---------------------------------------------------------------------------------------- workers
+def _worker_result(variant: str, seconds: float, mask, out_path, baseline: float, torch_threads, **extra) -> dict:
+    """Save a worker's node mask (bit-packed) and report its time, memory and threads."""
+    import torch
+
+    np.save(out_path, np.packbits(mask))
+    return {
+        "variant": variant,
+        "seconds": seconds,
+        "peak_rss_mib": vm_hwm_mib(),
+        "baseline_rss_mib": baseline,
+        "torch_threads": torch_threads,
+        "torch_threads_after": torch.get_num_threads(),
+        **extra,
+    }
+
+
 def mediastinum_box(ct, margin_mm: float):
     """The engine's crop box: ``find_mediastinum_box`` with the model card's margin (as ``inference.py`` calls it)."""
     from LymphNodeQuantLib.anatomy import find_chest_anatomy
@@ -115,7 +131,7 @@ def monai_region_mask(region, loaded, device: str) -> np.ndarray:
 
 
 def worker(variant: str, ct_path: str, model: str, out_path: str, device: str, threads: int, margin_mm: float) -> dict:
-    import torch
+    import torch  # noqa: F401  (imported before pin_threads, so the worker's torch is pinned)
 
     from benchmarks.results_md import pin_threads
     from LymphNodeQuantLib.io import read_volume
@@ -145,17 +161,7 @@ def worker(variant: str, ct_path: str, model: str, out_path: str, device: str, t
         box, box_seconds = region_box(ct, variant == "monai-crop", margin_mm)
         mask = paste(monai_region_mask(crop_volume(ct, *box), loaded, device), box, ct.geometry.shape_zyx)
         extra = {"box": [list(map(int, b)) for b in box], "box_seconds": box_seconds}
-    seconds = time.perf_counter() - started
-    np.save(out_path, np.packbits(mask))
-    return {
-        "variant": variant,
-        "seconds": seconds,
-        "peak_rss_mib": vm_hwm_mib(),
-        "baseline_rss_mib": baseline,
-        "torch_threads": torch_threads,
-        "torch_threads_after": torch.get_num_threads(),
-        **extra,
-    }
+    return _worker_result(variant, time.perf_counter() - started, mask, out_path, baseline, torch_threads, **extra)
 
 
 def nnunet_predictor_worker(
@@ -194,18 +200,16 @@ def nnunet_predictor_worker(
     labels = predictor.predict_single_npy_array(region, dict(properties), None, None, False)
     instances, _ = label_instances(labels == 1, ct.geometry.spacing_zyx_mm, card.postprocessing["min_node_volume_mm3"])
     mask = paste(instances > 0, box, ct.geometry.shape_zyx)
-    seconds = time.perf_counter() - started
-    np.save(out_path, np.packbits(mask))
-    return {
-        "variant": variant,
-        "seconds": seconds,
-        "peak_rss_mib": vm_hwm_mib(),
-        "baseline_rss_mib": baseline,
-        "torch_threads": torch_threads,
-        "torch_threads_after": torch.get_num_threads(),
-        "box": [list(map(int, b)) for b in box],
-        "box_seconds": box_seconds,
-    }
+    return _worker_result(
+        variant,
+        time.perf_counter() - started,
+        mask,
+        out_path,
+        baseline,
+        torch_threads,
+        box=[list(map(int, b)) for b in box],
+        box_seconds=box_seconds,
+    )
 
 
 def write_nnunet_folder(card, network, folder: Path) -> Path:
