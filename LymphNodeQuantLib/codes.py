@@ -31,6 +31,19 @@ TISSUE = Code("SCT", "85756007", "Tissue")
 LYMPH_NODE = Code("SCT", "59441001", "Lymph node")
 MEDIASTINUM = Code("SCT", "72410000", "Mediastinum")
 
+#: what the node table measures, as the DICOM SR (TID 1500) codes it: SNOMED CT / DICOM concepts and UCUM units
+SHORT_AXIS = Code("SCT", "103340004", "Short axis")
+LONG_AXIS = Code("SCT", "103339001", "Long axis")
+VOLUME = Code("SCT", "118565006", "Volume")
+ATTENUATION_COEFFICIENT = Code("DCM", "112031", "Attenuation Coefficient")
+MEAN = Code("SCT", "373098007", "Mean")
+STANDARD_DEVIATION = Code("SCT", "386136009", "Standard Deviation")
+RECIST_1_1 = Code("DCM", "126081", "RECIST 1.1")
+ABSENT = Code("SCT", "272519000", "Absent")  # a report without nodes: "Lymph node: Absent"
+MILLIMETRE = Code("UCUM", "mm", "millimeter")
+CUBIC_MILLIMETRE = Code("UCUM", "mm3", "cubic millimeter")
+HOUNSFIELD_UNIT = Code("UCUM", "[hnsf'U]", "Hounsfield unit")
+
 #: the terminology of a lymph-node label as model cards (model.json) store it
 LYMPH_NODE_TERMINOLOGY = {
     "category": TISSUE.as_card_entry(),

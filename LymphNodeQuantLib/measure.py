@@ -41,6 +41,7 @@ NODE_TABLE_COLUMNS: list[tuple[str, str, str]] = [
     ("centroid_lps_s_mm", "mm", "centroid, LPS superior coordinate (ITK/DICOM)"),
     ("short_axis_mm", "mm", "RECIST short axis: longest chord perpendicular to the long axis, in the slice where it is largest"),
     ("long_axis_mm", "mm", "RECIST long axis (longest chord) in that same slice"),
+    ("perpendicular_product_mm2", "mm2", "long_axis_mm x short_axis_mm in that same slice (Lugano 2014 PPD)"),
     ("measurement_slice_index", "", "slice index k (0-based, array axis 0) where the axes were measured"),
     ("max_diameter_3d_mm", "mm", "largest 3-D distance across the node (voxel face centres)"),
     ("mean_hu", "HU", "mean CT value inside the node (empty without a CT)"),
@@ -62,6 +63,7 @@ class NodeMeasurement:
     centroid_ras_mm: tuple[float, float, float]
     short_axis_mm: float
     long_axis_mm: float
+    perpendicular_product_mm2: float  # long x short axis in the measurement slice (Lugano's PPD)
     measurement_slice_index: int
     max_diameter_3d_mm: float
     mean_hu: Optional[float]
@@ -160,6 +162,7 @@ def measure_nodes(
         mask = node_ids[box] == node
         recist = recist_axes(mask, geometry.spacing_zyx_mm)
         short = round(recist.short_axis_mm, 6)
+        long = round(recist.long_axis_mm, 6)
         volume = float(voxel_counts[node] * voxel_volume)
         lps = tuple(float(v) for v in centroids_lps[node - 1])
         measurements.append(
@@ -171,7 +174,8 @@ def measure_nodes(
                 centroid_lps_mm=lps,
                 centroid_ras_mm=tuple(float(v) for v in ImageGeometry.lps_to_ras(np.asarray(lps))),
                 short_axis_mm=short,
-                long_axis_mm=round(recist.long_axis_mm, 6),
+                long_axis_mm=long,
+                perpendicular_product_mm2=round(long * short, 6),
                 measurement_slice_index=int(box[0].start + recist.slice_index),
                 max_diameter_3d_mm=round(max_diameter_3d_mm(mask, geometry.spacing_zyx_mm), 6),
                 mean_hu=None if mean_hu is None else float(mean_hu[node]),
@@ -200,6 +204,7 @@ def measurements_to_rows(measurements: Sequence[NodeMeasurement]) -> list[dict]:
             "centroid_lps_s_mm": m.centroid_lps_mm[2],
             "short_axis_mm": m.short_axis_mm,
             "long_axis_mm": m.long_axis_mm,
+            "perpendicular_product_mm2": m.perpendicular_product_mm2,
             "measurement_slice_index": m.measurement_slice_index,
             "max_diameter_3d_mm": m.max_diameter_3d_mm,
             "mean_hu": m.mean_hu,

@@ -45,6 +45,8 @@ def test_volume_centroid_and_hu_of_a_sphere_with_anisotropic_spacing():
     assert node.std_hu == pytest.approx(ct.array[mask].std())
     assert abs(node.short_axis_mm - 12.0) <= 1.0 * 0.75  # sphere diameter within one (column) pixel: the RECIST target
     assert node.measurement_slice_index == 7
+    assert node.perpendicular_product_mm2 == pytest.approx(node.long_axis_mm * node.short_axis_mm, abs=1e-5)
+    assert 11.25**2 <= node.perpendicular_product_mm2 <= 12.75**2  # Lugano PPD of a 12 mm circle, within a pixel
     assert node.enlarged
     assert node.measurement_plane == "axial"
     assert 12.0 <= node.max_diameter_3d_mm <= 12.0 + 2.0

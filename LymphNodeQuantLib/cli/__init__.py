@@ -23,9 +23,11 @@ COMMANDS = {
     "segment": "segment",
     "models": "models",
     "measure": "measure",
+    "followup": "followup",
     "evaluate": "evaluate",
     "train": "train",
     "export": "export",
+    "batch": "batch",
 }
 
 

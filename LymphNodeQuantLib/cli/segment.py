@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from .options import add_model_options, add_segmentation_options, segmentation_choices
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
@@ -25,43 +27,20 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--out", help="output segmentation (default: ./<CT name>.seg.nrrd in the current folder)")
     parser.add_argument("--table", help="also write the per-node measurements to this .csv or .json")
     parser.add_argument(
-        "--model",
-        default="default",
-        help="installed model name (see 'lnq models'), a model folder, or an nnU-Net v2 model folder (default: default)",
+        "--dicom-seg",
+        metavar="FILE",
+        help="also write a DICOM Segmentation (one segment per node) referencing the source series; the CT must be "
+        "a DICOM series folder",
     )
     parser.add_argument(
-        "--device", default="auto", choices=("auto", "cpu", "cuda"), help="auto (default): CUDA when available, else CPU"
+        "--dicom-sr",
+        metavar="FILE",
+        help="also write a DICOM Structured Report (TID 1500) with each node's short axis, long axis and volume, "
+        "referencing its segment in the --dicom-seg file (needs --dicom-seg)",
     )
+    add_model_options(parser)
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
-    parser.add_argument("--no-crop", action="store_true", help="run on the whole volume instead of the automatic mediastinum box")
-    parser.add_argument(
-        "--no-anatomy-filter",
-        action="store_true",
-        help="keep every candidate the network finds: also those outside the mediastinum, mostly air/lung "
-        "or mostly bone/contrast (default: the model's setting, on), and segment scans without a mediastinum",
-    )
-    parser.add_argument(
-        "--allow-unusual-input",
-        action="store_true",
-        help="segment even when the spacing, field of view or content cannot be a chest CT (refused by default)",
-    )
-    parser.add_argument(
-        "--tta", action="store_true", help="mirroring test-time augmentation (8 passes; slower, slightly smoother)"
-    )
-    parser.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap in [0, 1) (default 0.5)")
-    parser.add_argument("--binary", action="store_true", help="write one 'Lymph nodes' label instead of one label per node")
-    parser.add_argument(
-        "--min-volume-mm3", type=float, default=None, help="drop nodes smaller than this (default: the model's value)"
-    )
-    parser.add_argument(
-        "--threshold", type=float, default=None, help="probability threshold (default: the model's value, usually 0.5)"
-    )
-    parser.add_argument(
-        "--batch-size",
-        type=int,
-        default=2,
-        help="windows per network call (default 2; halved automatically on GPU out-of-memory)",
-    )
+    add_segmentation_options(parser)
     parser.add_argument(
         "--progress",
         choices=("bar", "json", "none"),
@@ -145,6 +124,40 @@ def emit(event: dict) -> None:
     sys.stdout.flush()
 
 
+def _dicom_outputs(args: argparse.Namespace, ct_path: Path) -> tuple[Optional[Path], Optional[Path]]:
+    """The --dicom-seg/--dicom-sr paths, refused (before any work) when the CT is not a DICOM series folder."""
+    from ..errors import InputError
+
+    dicom_seg = Path(args.dicom_seg) if args.dicom_seg else None
+    dicom_sr = Path(args.dicom_sr) if args.dicom_sr else None
+    if dicom_sr is not None and dicom_seg is None:
+        raise InputError("--dicom-sr refers to each node's segment in a DICOM SEG; give --dicom-seg FILE as well.")
+    if dicom_seg is None:
+        return None, None
+    from ..dicom_export import require_dicom_folder
+
+    require_dicom_folder(ct_path, "--dicom-seg/--dicom-sr")
+    folder = ct_path.resolve()
+    for path in (dicom_seg, dicom_sr):
+        if path is not None and folder in path.resolve().parents:
+            raise InputError(
+                f"'{path}' lies inside the input DICOM folder; write DICOM outputs elsewhere (the folder must keep one series)."
+            )
+    return dicom_seg, dicom_sr
+
+
+def _write_dicom(source, result, measurements, args: argparse.Namespace, dicom_seg: Path, dicom_sr: Optional[Path]) -> dict:
+    """The DICOM SEG (and SR) of the result: one segment per node of ``measurements``, on ``source``'s instances."""
+    from ..dicom_export import SegmentationAlgorithm, write_dicom_outputs
+
+    algorithm = SegmentationAlgorithm.from_model_card(result.model_card)
+    nodes_from = "components" if args.binary else "labels"
+    paths = write_dicom_outputs(
+        source, result.labels, measurements, algorithm, dicom_seg, dicom_sr, nodes_from=nodes_from, overwrite=args.overwrite
+    )
+    return {name: str(path) for name, path in paths.items()}
+
+
 def run(args: argparse.Namespace) -> int:
     json_mode = args.progress == "json"
     try:
@@ -165,16 +178,24 @@ def _run(args: argparse.Namespace, json_mode: bool) -> int:
     table = Path(args.table) if args.table else None
     if table is not None and table.suffix.lower() not in (".csv", ".json"):
         raise InputError(f"--table '{table}' must end in .csv or .json.")
-    outputs = [p for p in (out, table) if p is not None]
+    dicom_seg, dicom_sr = _dicom_outputs(args, ct_path)
+    outputs = [p for p in (out, table, dicom_seg, dicom_sr) if p is not None]
     for path in outputs:
         if ct_path.exists() and path.resolve() == ct_path.resolve():
             raise InputError(f"The output '{path}' is the input CT; choose another --out/--table.")
     if table is not None and table.resolve() == out.resolve():
         raise InputError("--out and --table name the same file.")
+    if len({path.resolve() for path in outputs}) != len(outputs):
+        raise InputError("Two of --out, --table, --dicom-seg and --dicom-sr name the same file; give each its own.")
     for path in outputs:  # before any work: never compute for nothing, never clobber
         check_output_path(path, args.overwrite)
 
     ct = read_volume(ct_path)
+    source = None
+    if dicom_seg is not None:  # map slices to DICOM instances before inference: a mismatch stops here
+        from ..dicom_export import read_source_series
+
+        source = read_source_series(ct_path, ct.geometry)
     from ..inference import segment_volume
     from ..progress import StageProgress
 
@@ -184,15 +205,7 @@ def _run(args: argparse.Namespace, json_mode: bool) -> int:
             ct,
             args.model,
             args.device,
-            crop_to_mediastinum=not args.no_crop,
-            anatomy_filter=False if args.no_anatomy_filter else None,
-            overlap=args.overlap,
-            tta=args.tta,
-            min_node_volume_mm3=args.min_volume_mm3,
-            threshold=args.threshold,
-            output="binary" if args.binary else "instances",
-            batch_size=args.batch_size,
-            allow_unusual_input=args.allow_unusual_input,
+            **segmentation_choices(args),
             progress=StageProgress(printer, 0.0, 0.95),
         )
         printer(0.95, "writing")
@@ -210,6 +223,8 @@ def _run(args: argparse.Namespace, json_mode: bool) -> int:
             if table is not None:
                 metadata = {"ct": str(ct_path), "segmentation": str(out), "model": result.model_card.title}
                 written["table"] = str(write_node_table(table, measurements, overwrite=args.overwrite, metadata=metadata))
+            if source is not None:
+                written.update(_write_dicom(source, result, measurements, args, dicom_seg, dicom_sr))
         printer(1.0, "done")
     finally:
         printer.close()
@@ -219,6 +234,9 @@ def _run(args: argparse.Namespace, json_mode: bool) -> int:
     say(f"Model {result.model_card.title} on {result.device}; {result.node_count} node(s) -> {written['segmentation']}")
     if table is not None:
         say(f"Node table -> {written['table']}")
+    for name, title in (("dicom_seg", "DICOM SEG"), ("dicom_sr", "DICOM SR")):
+        if name in written:
+            say(f"{title} -> {written[name]}")
     if measurements and not json_mode:
         print(format_node_table(measurements))
     if json_mode:
