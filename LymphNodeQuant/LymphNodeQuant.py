@@ -7,8 +7,9 @@ Module layout (Slicer ExtensionWizard template):
 * ``LymphNodeQuantWidget``: the GUI. Segmentation runs in a background engine process
   (``lnq segment --progress json``) polled by a timer, so Slicer stays responsive; Cancel kills the
   whole process tree and leaves the scene unchanged.
-* ``LymphNodeQuantLogic``: ``segment`` / ``measure`` / ``compare``, blocking and usable from the
-  Python console. The MRML conversions live in the Qt-free ``LymphNodeQuantMRML`` package and
+* ``LymphNodeQuantLogic``: ``segment`` / ``measure`` / ``compare`` / ``followup``, blocking and usable
+  from the Python console (the GUI runs segmentation and follow-up in background processes). The
+  MRML conversions live in the Qt-free ``LymphNodeQuantMRML`` package and
   the numerics in the ``LymphNodeQuantLib`` engine.
 * ``LymphNodeQuantTest``: end-to-end self-test on a synthetic chest CT phantom.
 """
@@ -69,6 +70,7 @@ else:
         check_device,
         checked_ct,
     )
+    from LymphNodeQuantMRML.followup import CRITERIA, BackgroundFollowup  # noqa: E402
 
 
 def checkSupported() -> None:
@@ -108,7 +110,10 @@ class LymphNodeQuant(ScriptedLoadableModule):  # noqa: F405
             "<b>Segment</b>: each node becomes a segment (SNOMED terminology, mediastinum) and a table "
             "lists its RECIST short axis, long axis and volume (enlarged nodes marked). Choose a "
             "reference segmentation to score the result with the LNQ2023 Dice, ASSD and HD95. Click a "
-            "table row to centre the views on that node. "
+            "table row to centre the views on that node. <b>Follow-up</b>: pick a baseline and a follow-up CT "
+            "(and their segmentations, if you have them), click <b>Compare examinations</b>: matched, new and "
+            "disappeared nodes with their change, the RECIST 1.1 or Lugano 2014 response, a waterfall chart, "
+            "and both CTs side by side; the follow-up segments keep the baseline numbers. "
             '<a href="https://github.com/LymphNodeQuant/SlicerLymphNodeQuant#readme">Documentation</a>.'
         )
         self.parent.acknowledgementText = _(
@@ -133,6 +138,10 @@ class LymphNodeQuantParameterNode:
     outputSegmentation - write into this segmentation (replacing its segments); empty = new node.
     referenceSegmentation - optional reference to score against (Dice, ASSD, HD95, detection).
     measurementTable / evaluationTable - the result tables of the last run.
+    baselineVolume / followupVolume - the two CTs of a follow-up comparison.
+    baselineSegmentation / followupSegmentation - their segmentations (empty = segment with the model).
+    criteria - "recist" (RECIST 1.1) or "lugano" (Lugano 2014).
+    followupTable - the comparison table of the last follow-up.
     """
 
     inputVolume: vtkMRMLScalarVolumeNode
@@ -142,6 +151,12 @@ class LymphNodeQuantParameterNode:
     referenceSegmentation: vtkMRMLSegmentationNode
     measurementTable: vtkMRMLTableNode
     evaluationTable: vtkMRMLTableNode
+    baselineVolume: vtkMRMLScalarVolumeNode
+    followupVolume: vtkMRMLScalarVolumeNode
+    baselineSegmentation: vtkMRMLSegmentationNode
+    followupSegmentation: vtkMRMLSegmentationNode
+    criteria: Annotated[str, Choice(["recist", "lugano"])] = "recist"
+    followupTable: vtkMRMLTableNode
 
 
 #
@@ -163,6 +178,9 @@ class LymphNodeQuantWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  
         self._jobOutputNode = None
         self._timer = None
         self._installPlan = None
+        self._resume = None  # the button handler to run again once an installation has finished
+        self._jobHolder = None  # the section whose holder shows the shared progress bar, Cancel and status
+        self._followupNodes = ()  # (baseline CT, follow-up CT, baseline segmentation, follow-up segmentation) of the job
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)  # noqa: F405
@@ -191,6 +209,9 @@ class LymphNodeQuantWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  
         self.ui.deviceComboBox.clear()
         for device, label in (("auto", _("auto (GPU if available)")), ("cpu", _("CPU")), ("cuda", _("GPU (CUDA)"))):
             self.ui.deviceComboBox.addItem(label, device)
+        self.ui.criteriaComboBox.clear()
+        for name, label in CRITERIA.items():
+            self.ui.criteriaComboBox.addItem(label, name)
 
         self.ui.modelComboBox.connect("currentIndexChanged(int)", self._onModelChanged)
         self.ui.deviceComboBox.connect("currentIndexChanged(int)", self._onDeviceChanged)
@@ -200,6 +221,9 @@ class LymphNodeQuantWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  
         self.ui.measureButton.connect("clicked(bool)", self.onMeasureButton)
         self.ui.measurementTableView.connect("clicked(QModelIndex)", self.onTableRowClicked)
         self.ui.installModelButton.connect("clicked(bool)", self.onInstallModelButton)
+        self.ui.criteriaComboBox.connect("currentIndexChanged(int)", self._onCriteriaChanged)
+        self.ui.followupCompareButton.connect("clicked(bool)", self.onFollowupButton)
+        self.ui.followupTableView.connect("clicked(QModelIndex)", self.onFollowupRowClicked)
 
         self._setRunning(False)
         self.initializeParameterNode()
@@ -271,6 +295,10 @@ class LymphNodeQuantWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  
         if self._parameterNode and index >= 0:
             self._parameterNode.device = self.ui.deviceComboBox.itemData(index)
 
+    def _onCriteriaChanged(self, index) -> None:
+        if self._parameterNode and index >= 0:
+            self._parameterNode.criteria = self.ui.criteriaComboBox.itemData(index)
+
     def _updateGui(self, caller=None, event=None) -> None:
         if not self._parameterNode:
             return
@@ -280,6 +308,9 @@ class LymphNodeQuantWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  
         deviceIndex = self.ui.deviceComboBox.findData(self._parameterNode.device)
         if deviceIndex >= 0 and deviceIndex != self.ui.deviceComboBox.currentIndex:
             self.ui.deviceComboBox.currentIndex = deviceIndex
+        criteriaIndex = self.ui.criteriaComboBox.findData(self._parameterNode.criteria)
+        if criteriaIndex >= 0 and criteriaIndex != self.ui.criteriaComboBox.currentIndex:
+            self.ui.criteriaComboBox.currentIndex = criteriaIndex
         running = self._job is not None
         hasInput = self._parameterNode.inputVolume is not None
         self.ui.segmentButton.enabled = hasInput and not running
@@ -292,8 +323,19 @@ class LymphNodeQuantWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  
         self.ui.evaluationTableView.setMRMLTableNode(evaluationTable)
         detectionTableId = evaluationTable.GetAttribute(ATTRIBUTE_DETECTION_TABLE_ID) if evaluationTable else None
         self.ui.detectionTableView.setMRMLTableNode(slicer.mrmlScene.GetNodeByID(detectionTableId) if detectionTableId else None)
+        hasBothCts = self._parameterNode.baselineVolume is not None and self._parameterNode.followupVolume is not None
+        self.ui.followupCompareButton.enabled = hasBothCts and not running
+        self.ui.followupCompareButton.toolTip = (
+            _("Match the nodes of the two examinations and assess the response")
+            if hasBothCts
+            else _("Select the baseline CT and the follow-up CT first")
+        )
+        self.ui.followupTableView.setMRMLTableNode(self._parameterNode.followupTable)
+        self.ui.followupResponseLabel.text = self.logic.followupResponseText(self._parameterNode.followupTable)
 
     def _setRunning(self, running: bool) -> None:
+        if running:  # the shared progress bar, Cancel and status go to the section that started the job
+            (self._jobHolder or self.ui.segmentJobHolder).layout().addWidget(self.ui.jobWidget)
         self.ui.cancelButton.visible = running
         self.ui.progressBar.visible = running
         if running:
@@ -313,19 +355,41 @@ class LymphNodeQuantWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  
             volumeNode = self._parameterNode.inputVolume
             if volumeNode is None:
                 raise ValueError(_("Select an input CT volume first."))
-            choice = getattr(self, "_modelChoices", {}).get(self._parameterNode.model)
-            if choice is not None and not choice.installed:
-                self._offerModelInstall(choice)
-                return
-            plan = self.logic.dependencyPlan()
-            if plan.needed:
-                # One dialog says everything that will be installed; the pip part then runs in the
-                # background and the segmentation starts when it has finished.
-                if not self.logic.confirmInstallation(plan):
-                    return
+            self._jobHolder, self._resume = self.ui.segmentJobHolder, self.onSegmentButton
+            if self._engineReady(modelNeeded=True):
+                self._startSegmentation()
+
+    def _engineReady(self, modelNeeded: bool) -> bool:
+        """True when the engine can run now; otherwise offer what is missing (the model, the Python packages)
+        and run ``self._resume`` again once it is installed."""
+        choice = getattr(self, "_modelChoices", {}).get(self._parameterNode.model)
+        if modelNeeded and choice is not None and not choice.installed:
+            self._offerModelInstall(choice)
+            return False
+        plan = self.logic.dependencyPlan()
+        if plan.needed:
+            # One dialog says everything that will be installed; the pip part then runs in the
+            # background and the job starts when it has finished.
+            if self.logic.confirmInstallation(plan):
                 self._startInstallation(plan)
-                return
-            self._startSegmentation()
+            return False
+        return True
+
+    def onFollowupButton(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("The follow-up comparison could not start.")):
+            p = self._parameterNode
+            if p.baselineVolume is None or p.followupVolume is None:
+                raise ValueError(_("Select the baseline CT and the follow-up CT first."))
+            self._jobHolder, self._resume = self.ui.followupJobHolder, self.onFollowupButton
+            if self._engineReady(modelNeeded=p.baselineSegmentation is None or p.followupSegmentation is None):
+                self._startFollowup()
+
+    def _startFollowup(self) -> None:
+        p = self._parameterNode
+        self._followupNodes = (p.baselineVolume, p.followupVolume, p.baselineSegmentation, p.followupSegmentation)
+        self._job = self.logic.startFollowup(*self._followupNodes, criteria=p.criteria, model=p.model, device=p.device)
+        self._setRunning(True)
+        self._timer.start()
 
     def _startSegmentation(self) -> None:
         volumeNode = self._parameterNode.inputVolume
@@ -360,6 +424,7 @@ class LymphNodeQuantWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  
             return
         source = os.path.dirname(path) if os.path.basename(path) in ("model.json", "plans.json") else path
         with slicer.util.tryWithErrorDisplay(_("The model could not be installed.")):
+            self._jobHolder = self.ui.segmentJobHolder
             self._startModelInstall(source, acceptLicence=False, segmentAfterwards=False)
 
     def _startModelInstall(self, source: str, acceptLicence: bool, segmentAfterwards: bool) -> None:
@@ -373,8 +438,8 @@ class LymphNodeQuantWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  
             name = job.outcome()
             self._populateModels(select=name)
             self._report([_("Model {name} installed.").format(name=name)])
-            if self._segmentAfterInstall:
-                self.onSegmentButton()  # the engine's own packages may still need installing first
+            if self._segmentAfterInstall and self._resume is not None:
+                self._resume()  # segment or compare; the engine's own packages may still need installing first
 
     def _startInstallation(self, plan) -> None:
         from LymphNodeQuantMRML import dependencies
@@ -393,7 +458,7 @@ class LymphNodeQuantWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  
         if not plan.pip:
             self._setRunning(False)
             dependencies.verify_installed(plan)
-            self._startSegmentation()
+            self._resume()
             return
         self._job = dependencies.PipInstallJob([req.pip_requirement for req in plan.pip])
         self._updateGui()  # Segment stays disabled while pip runs
@@ -431,8 +496,12 @@ class LymphNodeQuantWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  
             with slicer.util.tryWithErrorDisplay(_("The Python packages could not be installed.")):
                 job.outcome()
                 dependencies.verify_installed(self._installPlan)
-                self._report([_("Python packages installed; segmenting.")])
-                self._startSegmentation()
+                self._report([_("Python packages installed; starting.")])
+                self._resume()
+            return
+        if isinstance(job, BackgroundFollowup):
+            with slicer.util.tryWithErrorDisplay(_("The follow-up comparison failed."), waitCursor=True):
+                self._showFollowup(self.logic.finishFollowup(job, *self._followupNodes[:3]))
             return
         with slicer.util.tryWithErrorDisplay(_("Segmentation failed."), waitCursor=True):
             segmentationNode = self.logic.finishSegmentation(job, self._jobVolumeNode, self._jobOutputNode)
@@ -468,6 +537,8 @@ class LymphNodeQuantWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  
             self._report([_("Model installation cancelled; nothing was installed (the download resumes next time).")])
         elif isinstance(job, dependencies.PipInstallJob):
             self._report([_("Installation cancelled; packages pip had already installed stay installed.")])
+        elif isinstance(job, BackgroundFollowup):
+            self._report([_("Follow-up comparison cancelled; the scene is unchanged.")])
         else:
             self._report([_("Segmentation cancelled; the scene is unchanged.")])
 
@@ -494,6 +565,24 @@ class LymphNodeQuantWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  
             return
         slicer.vtkMRMLSliceNode.JumpAllSlices(slicer.mrmlScene, *center, slicer.vtkMRMLSliceNode.CenteredJumpSlice)
 
+    def _showFollowup(self, nodes) -> None:
+        """The comparison's table and response in the panel; baseline and follow-up side by side with the chart."""
+        self._parameterNode.followupTable = nodes.table
+        # the user's follow-up segmentation is hidden: its renumbered copy is shown in the follow-up view
+        self.logic.showFollowup(nodes.table, hiddenSegmentationNode=self._followupNodes[3])
+        slicer.app.applicationLogic().PropagatePlotChartSelection()  # also a plot view the layout manager makes later
+        layoutManager = slicer.app.layoutManager()
+        for viewName in self.logic.followupViewNames():
+            sliceWidget = layoutManager.sliceWidget(viewName) if layoutManager is not None else None
+            if sliceWidget is not None:
+                sliceWidget.fitSliceToBackground()
+        self._report(self.logic.messages)
+
+    def onFollowupRowClicked(self, index) -> None:
+        table = self._parameterNode.followupTable
+        if table is not None:
+            self.logic.centerFollowupViews(table, tableRowFromViewIndex(self.ui.followupTableView, index))
+
 
 #
 # LymphNodeQuantLogic
@@ -516,6 +605,7 @@ class LymphNodeQuantLogic(ScriptedLoadableModuleLogic):  # noqa: F405
     seg = logic.segment(getNode("CT"), model="default", device="auto")
     table = logic.measure(seg, getNode("CT"))
     scores = logic.compare(seg, getNode("reference"))
+    nodes = logic.followup(getNode("CT 2019"), getNode("CT 2020"), criteria="recist")  # FollowupNodes
     """
 
     def __init__(self) -> None:
@@ -627,6 +717,90 @@ class LymphNodeQuantLogic(ScriptedLoadableModuleLogic):  # noqa: F405
     def nodeCenterRAS(self, tableNode, row: int):
         return self.core.node_center_ras(tableNode, row)
 
+    # ------------------------------------------------------------------ follow-up
+    def startFollowup(
+        self,
+        baselineVolumeNode,
+        followupVolumeNode,
+        baselineSegmentationNode=None,
+        followupSegmentationNode=None,
+        criteria: str = "recist",
+        model: str = "default",
+        device: str = "auto",
+    ) -> "BackgroundFollowup":
+        """Start ``lnq followup`` in a background process; poll the returned job, then call :meth:`finishFollowup`.
+
+        A segmentation left out is made with ``model``; the given ones are exported with their node numbers.
+        """
+        from LymphNodeQuantMRML import followup
+
+        inputs = followup.followup_inputs(
+            baselineVolumeNode, followupVolumeNode, baselineSegmentationNode, followupSegmentationNode
+        )
+        return BackgroundFollowup(inputs, criteria, model, check_device(device))
+
+    def finishFollowup(self, job: "BackgroundFollowup", baselineVolumeNode, followupVolumeNode, baselineSegmentationNode=None):
+        """Put a finished comparison into the scene (``LymphNodeQuantMRML.followup.FollowupNodes``); raises its error."""
+        return self._addFollowup(job.outcome(), baselineVolumeNode, followupVolumeNode, baselineSegmentationNode)
+
+    def followup(
+        self,
+        baselineVolumeNode,
+        followupVolumeNode,
+        baselineSegmentationNode=None,
+        followupSegmentationNode=None,
+        criteria: str = "recist",
+        model: str = "default",
+        device: str = "auto",
+        progress=None,
+        cancel=None,
+    ):
+        """Compare two examinations (blocking; the engine runs in a background process). Returns
+        ``FollowupNodes``: the comparison table, waterfall chart, both segmentations (new nodes; the
+        follow-up segments keep the baseline numbers) and the response text."""
+        job = self.startFollowup(
+            baselineVolumeNode, followupVolumeNode, baselineSegmentationNode, followupSegmentationNode, criteria, model, device
+        )
+        return self._addFollowup(job.wait(progress, cancel), baselineVolumeNode, followupVolumeNode, baselineSegmentationNode)
+
+    def _addFollowup(self, outcome, baselineVolumeNode, followupVolumeNode, baselineSegmentationNode):
+        from LymphNodeQuantMRML import followup
+
+        nodes = followup.add_followup_nodes(
+            self.core.scene, outcome, baselineVolumeNode, followupVolumeNode, baselineSegmentationNode
+        )
+        self.core.messages = list(nodes.messages)
+        return nodes
+
+    def followupCentersRAS(self, tableNode, row: int):
+        """(baseline, follow-up) world RAS centre of the node in ``row`` of a comparison table."""
+        from LymphNodeQuantMRML import followup
+
+        return followup.node_centers_ras(self.core.scene, tableNode, row)
+
+    def followupResponseText(self, tableNode) -> str:
+        from LymphNodeQuantMRML import followup
+
+        return followup.table_response_text(tableNode)
+
+    def showFollowup(self, tableNode, hiddenSegmentationNode=None) -> None:
+        """Side-by-side layout: baseline (Red view) and follow-up (Yellow view), each with its nodes, chart below."""
+        from LymphNodeQuantMRML import followup_views
+
+        followup_views.show_followup(self.core.scene, tableNode, hiddenSegmentationNode)
+
+    @staticmethod
+    def followupViewNames() -> tuple:
+        from LymphNodeQuantMRML import followup_views
+
+        return (followup_views.BASELINE_VIEW, followup_views.FOLLOWUP_VIEW)
+
+    def centerFollowupViews(self, tableNode, row: int):
+        """Centre each view on the row's node in its own CT; returns the two centres."""
+        from LymphNodeQuantMRML import followup_views
+
+        return followup_views.center_views_on_row(self.core.scene, tableNode, row)
+
 
 #
 # LymphNodeQuantTest
@@ -639,8 +813,9 @@ class LymphNodeQuantTest(ScriptedLoadableModuleTest):  # noqa: F405
     What needs no PyTorch runs everywhere, including the Slicer extensions build machines (CTest,
     ``slicer_add_python_unittest``), which have no PyTorch and none of the engine's pip packages:
     bad input is refused, a label map becomes named, coded segments and survives a ``.seg.nrrd``
-    round trip. Measuring and comparing need connected-components-3d; segmenting and cancelling
-    need PyTorch and the engine's packages. A test whose packages are missing is skipped with the
+    round trip. Measuring and comparing, and a follow-up comparison of a phantom pair with both
+    segmentations given, need connected-components-3d; segmenting and cancelling need PyTorch and
+    the engine's packages. A test whose packages are missing is skipped with the
     reason (``unittest`` skip under CTest; a "Skipped" message and :attr:`skipped` in
     :meth:`runTest`), and runs the full segment / measure / compare cycle where they are present.
     """
@@ -655,6 +830,7 @@ class LymphNodeQuantTest(ScriptedLoadableModuleTest):  # noqa: F405
         "test_BadInput",
         "test_SegmentationRoundTrip",
         "test_MeasureAndCompareReference",
+        "test_FollowupKnownPair",
         "test_SegmentMeasureCompare",
         "test_CancelLeavesSceneUnchanged",
     )
@@ -830,6 +1006,57 @@ class LymphNodeQuantTest(ScriptedLoadableModuleTest):  # noqa: F405
         self.assertAlmostEqual(rows["dice"], expected.dice, places=6)
         self.assertAlmostEqual(rows["assd_mm"], expected.assd_mm, places=4)
         self.assertEqual(rows["reference_nodes"], expected.reference_nodes)
+
+    def test_FollowupKnownPair(self):
+        """Needs connected-components-3d, no PyTorch (both segmentations given): a phantom patient at two
+        examinations related by a known motion; the follow-up segments keep the baseline numbers."""
+        self._requirePackages(["cc3d"], "Comparing a follow-up")
+        import numpy as np
+        from LymphNodeQuantMRML import segmentations, tables
+        from LymphNodeQuantMRML.segmentations import add_segmentation_node, labels_from_segmentation_node
+        from LymphNodeQuantMRML.volumes import add_volume_node
+
+        from LymphNodeQuantLib.followup.known_pairs import make_phantom_pair
+
+        self.delayDisplay("Comparing a phantom pair with known node changes")
+        pair = make_phantom_pair(seed=3, shape_zyx=(32, 80, 80), spacing_zyx_mm=(3.0, 4.0, 4.0), margin_slices=4)
+        scene = slicer.mrmlScene
+        cts = [add_volume_node(scene, pair.baseline_ct, "Baseline CT"), add_volume_node(scene, pair.followup_ct, "Follow-up CT")]
+        given = [
+            add_segmentation_node(scene, labels, name, reference_volume_node=ct)
+            for labels, name, ct in (
+                (pair.baseline_labels, "baseline nodes", cts[0]),
+                (pair.followup_labels, "follow-up nodes", cts[1]),
+            )
+        ]
+        logic = LymphNodeQuantLogic()
+        nodes = logic.followup(*cts, *given, criteria="recist", device="cpu")
+        self.assertEqual(nodes.baseline_segmentation.GetID(), given[0].GetID())  # it already carries the numbers
+        self.assertFalse(nodes.created_baseline_segmentation)
+        self.assertTrue(np.array_equal(labels_from_segmentation_node(given[1], cts[1]).labels.array, pair.followup_labels.array))
+        renumbered = labels_from_segmentation_node(nodes.followup_segmentation, cts[1]).labels.array
+        newNumber = int(pair.baseline_labels.array.max()) + 1
+        for node in pair.nodes:  # "Lymph node N" at follow-up is baseline node N; the new node comes after them
+            if node.followup_label is not None:
+                number = node.baseline_label if node.baseline_label is not None else newNumber
+                self.assertTrue(np.array_equal(renumbered == number, pair.followup_labels.array == node.followup_label))
+                segment = segmentations.segment_id_for_label(nodes.followup_segmentation, number)
+                self.assertIsNotNone(segment, f"no segment 'Lymph node {number}'")
+        rows = tables.table_row_dicts(nodes.table)
+        statuses = {row["node_id"]: row["status"] for row in rows}
+        for node in pair.nodes:
+            expected = (
+                "matched" if node.baseline_label and node.followup_label else ("new" if node.followup_label else "disappeared")
+            )
+            self.assertEqual(statuses[node.baseline_label or newNumber], expected)
+        self.assertTrue(nodes.response_text.startswith("Overall response (RECIST 1.1): "))
+        for index, row in enumerate(rows):  # a row click centres each view on that node in its own CT
+            baselineCenter, followupCenter = logic.followupCentersRAS(nodes.table, index)
+            known = next(n for n in pair.nodes if (n.baseline_label or newNumber) == row["node_id"])
+            if known.baseline_label is not None:
+                self.assertLess(np.linalg.norm(np.array(baselineCenter) - known.baseline_centre_lps_mm * [-1, -1, 1]), 2.0)
+            if known.followup_label is not None:
+                self.assertLess(np.linalg.norm(np.array(followupCenter) - known.followup_centre_lps_mm * [-1, -1, 1]), 2.0)
 
     def test_SegmentMeasureCompare(self):
         """Needs PyTorch and the engine's packages: segment with the packaged model, measure, compare."""

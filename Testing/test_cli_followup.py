@@ -68,6 +68,31 @@ def test_csv_lugano_with_chosen_targets(pair_files, tmp_path, capsys):
     assert "Overall response (Lugano 2014)" in capsys.readouterr().out
 
 
+def test_json_progress_for_programs(pair_files, tmp_path, capsys):
+    """--progress json (the Slicer module's background process): stdout carries only JSON events, text goes to stderr."""
+    _, paths = pair_files
+    out, segmentation = tmp_path / "report.json", tmp_path / "followup-nodes.nrrd"
+    arguments = _arguments(paths, out, "--followup-seg-out", str(segmentation))
+    arguments[arguments.index("--progress") + 1] = "json"
+    assert main(arguments) == 0
+    captured = capsys.readouterr()
+    events = [json.loads(line) for line in captured.out.splitlines()]
+    fractions = [event["fraction"] for event in events if event["event"] == "progress"]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0 and all(e["stage"] for e in events[:-1])
+    done, document = events[-1], json.loads(out.read_text())
+    assert done["event"] == "done" and done["outputs"] == {"report": str(out), "followup_seg_out": str(segmentation)}
+    assert (done["criteria"], done["overall_response"]) == (document["criteria"], document["overall_response"])
+    assert done["reasons"] == document["response"]["reasons"] and done["warnings"] == document["warnings"]
+    assert done["statuses"] == {"matched": 4, "new": 1, "disappeared": 1}
+    assert done["segmented_by_model"] == {"baseline": False, "follow-up": False}
+    assert "Overall response (RECIST 1.1)" in captured.err
+    missing = _arguments(dict(paths, baseline_ct=str(tmp_path / "missing.nrrd")), tmp_path / "r.json")
+    missing[missing.index("--progress") + 1] = "json"
+    assert main(missing) == 2
+    error = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert error["event"] == "error" and error["type"] == "InputError" and "missing.nrrd" in error["message"]
+
+
 def test_bad_requests_are_refused_before_any_work(pair_files, tmp_path, capsys, monkeypatch):
     _, paths = pair_files
     existing = tmp_path / "report.json"

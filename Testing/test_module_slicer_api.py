@@ -51,6 +51,7 @@ PYTHON_ROOTS = {
 #: overloaded VTK methods are called without a profiler event)
 UNRECORDED_CALLS = {
     "ShowChartInLayout": "vtkSlicerPlotsLogic",  # widget: slicer.modules.plots.logic().ShowChartInLayout(chart)
+    "PropagatePlotChartSelection": "vtkMRMLApplicationLogic",  # widget: slicer.app.applicationLogic() (vtkSlicerApplicationLogic)
     "SetXColumnName": "vtkMRMLPlotSeriesNode",  # plots.add_bar_chart(x_column=...), unused by the module
     "GetDimensions": "vtkImageData",  # volume_node.GetImageData().GetDimensions()
     "GetNumberOfScalarComponents": "vtkImageData",
@@ -109,9 +110,10 @@ def _exercise_module(module):
     from LymphNodeQuantLib.synthetic import make_phantom
 
     test = module.LymphNodeQuantTest()
-    for name in ("test_BadInput", "test_SegmentationRoundTrip", "test_MeasureAndCompareReference"):
+    for name in ("test_BadInput", "test_SegmentationRoundTrip", "test_MeasureAndCompareReference", "test_FollowupKnownPair"):
         test.setUp()
         getattr(test, name)()
+    _exercise_followup_views(module)
     test.setUp()
     scene = slicer.mrmlScene
     phantom = make_phantom((24, 56, 56), (3.0, 5.0, 5.0), seed=4)
@@ -137,6 +139,38 @@ def _exercise_module(module):
             raise RuntimeError("rolled back")
     except RuntimeError:
         pass
+
+
+def _exercise_followup_views(module):
+    """On the scene the follow-up self-test left: the side-by-side layout, and row clicks with the follow-up CT
+    under a transform, with the application, layout and slice logics Slicer's application adds."""
+    import slicer
+
+    scene = slicer.mrmlScene
+    table = scene.GetFirstNodeByName("Follow-up Baseline CT to Follow-up CT")
+    transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
+    scene.GetFirstNodeByName("Follow-up CT").SetAndObserveTransformNodeID(transform.GetID())
+    slicer.vtkMRMLSliceNode.AddDefaultSliceOrientationPresets(scene)
+    logics = [
+        slicer.vtkMRMLApplicationLogic(),
+        slicer.vtkMRMLLayoutLogic(),
+        slicer.vtkMRMLSliceLogic(),
+        slicer.vtkMRMLSliceLogic(),
+    ]
+    for logic in logics:
+        logic.SetMRMLScene(scene)
+    for logic, name in zip(logics[2:], ("Red", "Yellow")):
+        logic.AddSliceNode(name)
+    try:
+        logic = module.LymphNodeQuantLogic()
+        logic.showFollowup(table, hiddenSegmentationNode=scene.GetFirstNodeByName("follow-up nodes"))
+        logic.showFollowup(table)  # the layout is registered already
+        for row in range(table.GetNumberOfRows()):
+            logic.centerFollowupViews(table, row)
+        assert logic.followupResponseText(table)
+    finally:
+        for logic in reversed(logics):
+            logic.SetMRMLScene(None)
 
 
 @pytest.fixture(scope="module")

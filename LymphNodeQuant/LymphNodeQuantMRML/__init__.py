@@ -11,6 +11,9 @@ Slicer) and never imports ``qt``, ``ctk`` or ``slicer.app``:
 * :mod:`.runner`: runs ``lnq segment --progress json`` in its own process group, parses its
   progress lines without blocking and kills the whole process tree on cancel.
 * :mod:`.core`: the blocking ``segment`` / ``measure`` / ``compare`` used by the module's Logic.
+* :mod:`.followup`: a follow-up comparison (``lnq followup --progress json`` in the background)
+  put into the scene as new nodes that keep the baseline node numbers; :mod:`.followup_views`:
+  baseline and follow-up side by side, a table row click centring each view on its node.
 * :mod:`.dependencies`: which engine packages are missing inside Slicer, the one confirmation
   text, and the background install (:mod:`.pip_install_guarded`, which never replaces Slicer's
   numpy, scipy, SimpleITK or vtk, nor the PyTorch extension's torch).

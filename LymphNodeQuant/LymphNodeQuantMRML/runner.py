@@ -1,4 +1,4 @@
-"""Run ``lnq segment ... --progress json`` in a background process and follow its progress.
+"""Run ``lnq segment`` (or ``lnq followup``) ``... --progress json`` in a background process and follow its progress.
 
 The process gets its own process group (POSIX: a new session; Windows: a new process group) so
 :meth:`EngineProcess.cancel` can stop it *and everything it started* (PyTorch worker processes).
@@ -102,6 +102,36 @@ def segment_command(
     ]  # fmt: skip
 
 
+def followup_command(
+    python_executable: str,
+    baseline_path: Path,
+    followup_path: Path,
+    report_path: Path,
+    *,
+    baseline_segmentation_path: Optional[Path] = None,
+    followup_segmentation_path: Optional[Path] = None,
+    baseline_segmentation_out: Optional[Path] = None,
+    followup_segmentation_out: Optional[Path] = None,
+    criteria: str = "recist",
+    model: str = "default",
+    device: str = "auto",
+    extra_arguments: Sequence[str] = (),
+) -> list[str]:
+    """Command line for ``python -m LymphNodeQuantLib followup`` with JSON progress (segmentations optional)."""
+    command = [python_executable, "-m", "LymphNodeQuantLib", "followup", "--baseline", str(baseline_path),
+               "--followup", str(followup_path), "--out", str(report_path), "--criteria", str(criteria),
+               "--model", str(model), "--device", str(device), "--progress", "json"]  # fmt: skip
+    for option, path in (
+        ("--baseline-seg", baseline_segmentation_path),
+        ("--followup-seg", followup_segmentation_path),
+        ("--baseline-seg-out", baseline_segmentation_out),
+        ("--followup-seg-out", followup_segmentation_out),
+    ):
+        if path is not None:
+            command += [option, str(path)]
+    return command + [str(argument) for argument in extra_arguments]
+
+
 def install_model_command(
     python_executable: str,
     source: str,
@@ -166,9 +196,16 @@ class EngineProcess:
     """One background engine run: start, poll without blocking, cancel, or wait."""
 
     def __init__(
-        self, command: Sequence[str], *, env: Optional[dict[str, str]] = None, cwd: Optional[str] = None, log_lines: int = 200
+        self,
+        command: Sequence[str],
+        *,
+        env: Optional[dict[str, str]] = None,
+        cwd: Optional[str] = None,
+        log_lines: int = 200,
+        task: str = "segmentation",
     ) -> None:
         self.command = [str(part) for part in command]
+        self.task = task  # what the process does, for its messages ("segmentation", "follow-up comparison")
         self.env = env
         self.cwd = cwd
         self.process: Optional[subprocess.Popen] = None
@@ -268,14 +305,14 @@ class EngineProcess:
         """The ``outputs`` of a finished run; raises a clear error for a failed or cancelled run."""
         self.poll()
         if self.cancelled:
-            raise CancelledError("Segmentation cancelled by the user; the scene was left unchanged.")
+            raise CancelledError(f"{self.task[:1].upper()}{self.task[1:]} cancelled by the user; the scene was left unchanged.")
         if self.result is not None and self.result.kind == "error":
             raise EngineProcessError(str(self.result.data.get("message", "unknown error")))
         code = self.returncode
         if self.result is None or self.result.kind != "done" or code not in (0, None):
             tail = "\n".join(list(self.log)[-15:])
             raise EngineProcessError(
-                f"The segmentation process stopped (exit code {code}) without reporting a result."
+                f"The {self.task} process stopped (exit code {code}) without reporting a result."
                 + (f" Its last output:\n{tail}" if tail else "")
             )
         return dict(self.result.data.get("outputs") or {})

@@ -22,6 +22,7 @@ from LymphNodeQuantLib.errors import InputError
 from LymphNodeQuantLib.geometry import ImageGeometry, Volume
 
 from . import terminology
+from .transaction import SceneTransaction
 from .volumes import _matrix_to_array, geometry_of_volume_node
 
 SEGMENT_NAME_PREFIX = "Lymph node"
@@ -281,9 +282,10 @@ def labels_from_segmentation_node(
             raise InputError(f"Segmentation '{segmentation_node.GetName()}' is empty and has no reference geometry.")
         return LabelExport(Volume(np.zeros(geometry.shape_zyx, np.uint16), geometry), {}, {})
 
-    color_table, value_by_id = _name_matched_color_table(scene, segmentation)
-    labelmap_node = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", scene.GenerateUniqueName("LymphNodeQuantExport"))
+    temporary = SceneTransaction(scene).__enter__()  # every node the export adds is removed again, error or not
     try:
+        color_table, value_by_id = _name_matched_color_table(scene, segmentation)
+        labelmap_node = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", scene.GenerateUniqueName("LymphNodeQuantExport"))
         segment_ids = vtk.vtkStringArray()
         for segment_id in value_by_id:
             segment_ids.InsertNextValue(segment_id)
@@ -295,12 +297,8 @@ def labels_from_segmentation_node(
         array = np.array(slicer.util.arrayFromVolume(labelmap_node), copy=True)
         exported_geometry = geometry_of_volume_node(labelmap_node)
     finally:
-        display_nodes = [labelmap_node.GetNthDisplayNode(i) for i in range(labelmap_node.GetNumberOfDisplayNodes())]
-        scene.RemoveNode(labelmap_node)
-        for display_node in display_nodes:
-            if display_node is not None and display_node.GetScene() is not None:
-                scene.RemoveNode(display_node)
-        scene.RemoveNode(color_table)
+        # our colour table and label map, its display node, and the "<segmentation>_ColorTable" Slicer adds for it
+        temporary.rollback()
     dtype = np.uint8 if array.max(initial=0) < 256 else np.uint16
     labels = Volume(array.astype(dtype), exported_geometry)
     return LabelExport(

@@ -84,6 +84,8 @@ class NodeComparison:
     nadir_status: Optional[str] = None  # "matched", "not found" (None without a nadir examination)
     #: the node's centroid at follow-up mapped into baseline space (LPS mm)
     followup_centroid_in_baseline_lps_mm: Optional[tuple[float, float, float]] = None
+    #: the node's baseline centroid mapped into follow-up space (LPS mm): where to look for it at follow-up
+    baseline_centroid_in_followup_lps_mm: Optional[tuple[float, float, float]] = None
     #: distance between the baseline centroid and the mapped follow-up centroid (matched nodes), mm
     centroid_residual_mm: Optional[float] = None
     overlap_dice: Optional[float] = None
@@ -265,6 +267,16 @@ def _comparisons(baseline: Examination, followup: Examination, matching: Matchin
     return rows, followup_to_tracked
 
 
+def _map_baseline_centroids(rows: list[NodeComparison], registration: Registration) -> None:
+    """Each baseline node's centroid in follow-up space (also for a node not found there: where it was expected)."""
+    with_baseline = [row for row in rows if row.baseline is not None]
+    if not with_baseline:
+        return
+    points = registration.baseline_to_followup(np.array([row.baseline.centroid_lps_mm for row in with_baseline], dtype=float))
+    for row, point in zip(with_baseline, points):
+        row.baseline_centroid_in_followup_lps_mm = tuple(float(v) for v in point)
+
+
 def _attach_nadir(
     rows: list[NodeComparison], nadir: Examination, matching: Matching, settings: FollowupSettings
 ) -> dict[int, int]:
@@ -396,6 +408,7 @@ def _assemble(
     baseline, followup = prepared[0], prepared[1]
     registration, matching = aligned[0]
     rows, followup_to_tracked = _comparisons(baseline, followup, matching, settings)
+    _map_baseline_centroids(rows, registration)
     extra_warnings = _match_warnings(rows, matching, settings, "follow-up")
     result = FollowupResult(
         criteria="",

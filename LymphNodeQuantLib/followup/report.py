@@ -59,6 +59,13 @@ FOLLOWUP_COLUMNS: list[tuple[str, str, str]] = [
     ("followup_centroid_in_baseline_l_mm", "mm", "follow-up centroid mapped into baseline space, LPS left"),
     ("followup_centroid_in_baseline_p_mm", "mm", "follow-up centroid mapped into baseline space, LPS posterior"),
     ("followup_centroid_in_baseline_s_mm", "mm", "follow-up centroid mapped into baseline space, LPS superior"),
+    (
+        "baseline_centroid_in_followup_l_mm",
+        "mm",
+        "baseline centroid mapped into follow-up space (also for a node not found), LPS left",
+    ),
+    ("baseline_centroid_in_followup_p_mm", "mm", "baseline centroid mapped into follow-up space, LPS posterior"),
+    ("baseline_centroid_in_followup_s_mm", "mm", "baseline centroid mapped into follow-up space, LPS superior"),
 ]
 COLUMN_NAMES = [name for name, _, _ in FOLLOWUP_COLUMNS]
 MATPLOTLIB_MISSING = (
@@ -110,6 +117,7 @@ def node_row(node, role: Optional[str] = None) -> dict:
     row.update(_point("baseline_centroid", None if b is None else b.centroid_lps_mm))
     row.update(_point("followup_centroid", None if f is None else f.centroid_lps_mm))
     row.update(_point("followup_centroid_in_baseline", node.followup_centroid_in_baseline_lps_mm))
+    row.update(_point("baseline_centroid_in_followup", node.baseline_centroid_in_followup_lps_mm))
     return {name: row[name] for name in COLUMN_NAMES}
 
 
