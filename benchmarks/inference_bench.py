@@ -153,9 +153,12 @@ def worker(variant: str, ct_path: str, model: str, out_path: str, device: str, t
     baseline = vm_rss_mib()
     started = time.perf_counter()
     extra = {}
-    if variant == "engine-nnunet-crop":  # nnU-Net folders are not cropped by the engine: crop to the same box here
+    if variant == "engine-nnunet-crop":
+        # nnU-Net folders are not cropped by the engine: crop to the same box here; the anatomy filter is off, so the
+        # post-processing is the one nnU-Net's predictor gets (small-component removal only)
         box, box_seconds = region_box(ct, True, margin_mm)
-        result = segment_volume(crop_volume(ct, *box), loaded, device, crop_to_mediastinum=False, output="binary")
+        region = crop_volume(ct, *box)
+        result = segment_volume(region, loaded, device, crop_to_mediastinum=False, anatomy_filter=False, output="binary")
         mask = paste(result.labels.array > 0, box, ct.geometry.shape_zyx)
         extra = {"box": [list(map(int, b)) for b in box], "box_seconds": box_seconds}
     elif variant.startswith("engine"):
@@ -342,7 +345,7 @@ NAMES = {
     "nnunet-predictor": "nnU-Net v2 `nnUNetPredictor` (same network as an nnU-Net folder, whole CT)",
     "nnunet-predictor-crop": "nnU-Net v2 `nnUNetPredictor` on the engine's mediastinum box (box finding timed)",
     "engine-nnunet": "this engine on that nnU-Net folder (whole CT: no crop for nnU-Net folders)",
-    "engine-nnunet-crop": "this engine on that nnU-Net folder, on the same mediastinum box (box finding timed)",
+    "engine-nnunet-crop": "this engine on that nnU-Net folder, on the same mediastinum box (box finding timed, anatomy filter off)",
 }
 
 

@@ -161,6 +161,7 @@ def summary_rows(runs: dict, masks: dict, reference_key) -> list[dict]:
                 "peak": max(r["peak_rss_mib"] for r in results),
                 "added": max(r["peak_rss_mib"] - r["baseline_rss_mib"] for r in results),
                 "agreement": dice(masks[(device, variant)], masks[reference_key(device, variant)]),
+                "foreground_voxels": int(masks[(device, variant)].sum()),
             }
         )
     return rows
@@ -196,19 +197,21 @@ def section_markdown(args, context: dict, runs: dict, masks: dict, rounds_done: 
         f"{' x '.join(map(str, CT_SPACING_ZYX_MM))} mm, seed {args.seed}. Mediastinum box {context['box']} "
         f"({context['box_windows']} windows at step 0.5; the whole CT would be {context['whole_windows']}). "
         f"Threads pinned to {args.threads} in every process. nnU-Net: step 0.5, Gaussian, no mirroring; this engine: its "
-        "defaults for nnU-Net folders (the same step, Gaussian weighting and no mirroring). Time = wall time of the "
+        "defaults for nnU-Net folders (the same step, Gaussian weighting and no mirroring) with its anatomy filter off, so "
+        "both outputs get the same post-processing (small-component removal only). Time = wall time of the "
         "segmentation call in a fresh process (model loaded, CT read), median (min-max) over the rounds; ratio = "
         "nnU-Net's median over this engine's; agreement = Dice of this engine's node mask with nnU-Net's (random "
         "weights, so it measures the two pipelines, not accuracy).",
         "",
-        "| device | method | repeats | time (s): median (min-max) | speed vs nnU-Net (x, medians) | peak RSS (MiB) | added (MiB) | agreement with nnU-Net (Dice) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| device | method | repeats | time (s): median (min-max) | speed vs nnU-Net (x, medians) | peak RSS (MiB) | added (MiB) | node voxels | agreement with nnU-Net (Dice) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         key = predictor_of(row["device"], row["variant"])
         lines.append(
             f"| {row['device']} | {NAMES.get(row['variant'], row['variant'])} | {row['repeats']} | {format_times(row['times'])} | "
-            f"{medians[key] / row['times']['median']:.2f} | {row['peak']:.0f} | {row['added']:.0f} | {row['agreement']:.4f} |"
+            f"{medians[key] / row['times']['median']:.2f} | {row['peak']:.0f} | {row['added']:.0f} | {row['foreground_voxels']} | "
+            f"{row['agreement']:.4f} |"
         )
     lines.append("")
     if not context["gpu"]:
