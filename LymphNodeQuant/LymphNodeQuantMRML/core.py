@@ -121,14 +121,6 @@ class BackgroundSegmentation(runner.BackgroundJob):
         finally:
             self.cleanup()
 
-    def wait(self, progress: Optional[ProgressCallback] = None, cancel=None) -> SegmentationOutcome:
-        try:
-            self.process.wait(progress, cancel)
-        except CancelledError:
-            self.cleanup()
-            raise
-        return self.outcome()
-
     def cleanup(self) -> None:
         shutil.rmtree(self._folder, ignore_errors=True)
 

@@ -27,7 +27,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from LymphNodeQuantLib.errors import CancelledError, InputError
+from LymphNodeQuantLib.errors import InputError
 from LymphNodeQuantLib.geometry import ImageGeometry, Volume
 
 from . import plots, runner, segmentations, tables
@@ -235,14 +235,6 @@ class BackgroundFollowup(runner.BackgroundJob):
             return FollowupOutcome(report, baseline, followup, messages, self.model, self.device)
         finally:
             self.cleanup()
-
-    def wait(self, progress: Optional[ProgressCallback] = None, cancel=None) -> FollowupOutcome:
-        try:
-            self.process.wait(progress, cancel)
-        except CancelledError:
-            self.cleanup()
-            raise
-        return self.outcome()
 
     def cleanup(self) -> None:
         shutil.rmtree(self._folder, ignore_errors=True)

@@ -97,7 +97,3 @@ class BackgroundModelInstall(runner.BackgroundJob):
         """The installed model's name (raises the engine's error, e.g. a failed checksum)."""
         self.process.outcome()
         return str(self.process.result.data.get("name") or installed_name(self.source))
-
-    def wait(self, progress=None, cancel=None) -> str:
-        self.process.wait(progress, cancel)
-        return self.outcome()

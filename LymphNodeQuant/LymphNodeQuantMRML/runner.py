@@ -362,6 +362,19 @@ class BackgroundJob:
         self.process.cancel()
         self.cleanup()
 
+    def wait(self, progress: Optional[ProgressCallback] = None, cancel=None):
+        """Block until the process ends (for scripts and tests), then return :meth:`outcome`; cleans up when cancelled."""
+        try:
+            self.process.wait(progress, cancel)
+        except CancelledError:
+            self.cleanup()
+            raise
+        return self.outcome()
+
+    def outcome(self):
+        """The finished job's result (raises its error); each job defines it."""
+        raise NotImplementedError
+
     def cleanup(self) -> None:
         """Remove what the job keeps on disk while it runs (nothing by default)."""
 

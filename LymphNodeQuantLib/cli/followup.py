@@ -100,15 +100,9 @@ def _outputs(args) -> dict[str, Path]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .segment import emit
+    from .segment import run_reporting_errors
 
-    json_mode = args.progress == "json"
-    try:
-        return _run(args, json_mode)
-    except Exception as error:  # report every failure as an event in json mode, then let main() handle it
-        if json_mode:
-            emit({"event": "error", "message": str(error), "type": type(error).__name__})
-        raise
+    return run_reporting_errors(_run, args)
 
 
 def _run(args: argparse.Namespace, json_mode: bool) -> int:

@@ -158,14 +158,20 @@ def _write_dicom(source, result, measurements, args: argparse.Namespace, dicom_s
     return {name: str(path) for name, path in paths.items()}
 
 
-def run(args: argparse.Namespace) -> int:
+def run_reporting_errors(command, args: argparse.Namespace) -> int:
+    """``command(args, json_mode)``; with ``--progress json`` every failure is also an ``error`` event, then
+    ``main()`` handles it."""
     json_mode = args.progress == "json"
     try:
-        return _run(args, json_mode)
-    except Exception as error:  # report every failure as an event in json mode, then let main() handle it
+        return command(args, json_mode)
+    except Exception as error:
         if json_mode:
             emit({"event": "error", "message": str(error), "type": type(error).__name__})
         raise
+
+
+def run(args: argparse.Namespace) -> int:
+    return run_reporting_errors(_run, args)
 
 
 def _run(args: argparse.Namespace, json_mode: bool) -> int:
