@@ -6,7 +6,17 @@ import pytest
 from LymphNodeQuantLib.anatomy import find_chest_anatomy
 from LymphNodeQuantLib.io import read_volume
 from LymphNodeQuantLib.measure import measure_nodes
-from LymphNodeQuantLib.training.implant import FORBIDDEN_HIGH_HU, FORBIDDEN_LOW_HU, NODE_HU_RANGE, implant_nodes, node_occupancy
+from LymphNodeQuantLib.training.implant import (
+    FORBIDDEN_HIGH_HU,
+    FORBIDDEN_LOW_HU,
+    MIN_CENTRE_DEPTH_MM,
+    NODE_HU_RANGE,
+    UPPER_STATIONS_SHARE,
+    candidate_centres,
+    implant_nodes,
+    in_upper_mediastinum,
+    node_occupancy,
+)
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +40,35 @@ def test_nodes_are_placed_in_the_mediastinum_with_the_requested_size(implanted):
         # RECIST short axis of the rasterised node vs its nominal short axis (irregular surface +-8%,
         # clipping at lung/bone, 1.5 mm voxels)
         assert abs(measured[node.label].short_axis_mm - node.nominal_short_axis_mm) < 0.25 * node.nominal_short_axis_mm + 3.0
+
+
+def test_nodes_sit_where_the_stations_are_not_against_chest_wall_or_diaphragm(shared_data):
+    """LIDC-IDRI-0002 (whole chest, feet-first z): centres deep in the mediastinum, most in its upper two thirds."""
+    from scipy import ndimage
+
+    ct = read_volume(shared_data / "lidc-idri" / "LIDC-IDRI-0002_ct.nrrd")
+    anatomy = find_chest_anatomy(ct)
+    step = np.asarray(anatomy.step_zyx)
+    coarse_spacing = np.asarray(ct.geometry.spacing_zyx_mm) * step
+    depth_mm = ndimage.distance_transform_edt(anatomy.mediastinum, sampling=coarse_spacing)
+    deep = candidate_centres(ct, anatomy, MIN_CENTRE_DEPTH_MM)
+    every = candidate_centres(ct, anatomy)
+    assert 0 < len(deep) < len(every)
+    assert depth_mm[tuple((deep // step).T)].min() >= MIN_CENTRE_DEPTH_MM
+    # "upper" follows the patient's head whatever the array order: flipping z flips the answer
+    heights = np.argwhere(anatomy.mediastinum)[:, 0]
+    upper = in_upper_mediastinum(every, ct, anatomy)
+    superior_is_up = float(np.asarray(ct.geometry.direction_lps)[2, 2]) > 0
+    z_coarse = every[:, 0] // step[0]
+    third = heights.min() + (heights.max() - heights.min()) / 3.0
+    expected = z_coarse >= third if superior_is_up else z_coarse <= heights.max() - (heights.max() - heights.min()) / 3.0
+    assert np.mean(upper == expected) > 0.97
+    result = implant_nodes(ct, seed=5, n_nodes=12)
+    spacing = np.asarray(ct.geometry.spacing_zyx_mm)
+    centres = np.array([np.round(np.asarray(n.center_zyx_mm) / spacing).astype(int) for n in result.nodes])
+    first_of_cluster = [i for i, n in enumerate(result.nodes) if i == 0 or n.cluster != result.nodes[i - 1].cluster]
+    assert depth_mm[tuple((centres[first_of_cluster] // step).T)].min() >= MIN_CENTRE_DEPTH_MM - coarse_spacing.max()
+    assert in_upper_mediastinum(centres[first_of_cluster], ct, anatomy).mean() >= UPPER_STATIONS_SHARE - 0.3
 
 
 def test_attenuation_is_soft_tissue_with_the_scans_noise(implanted):

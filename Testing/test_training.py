@@ -434,6 +434,11 @@ def test_resume_after_interruption_gives_identical_weights(tiny_dataset, tmp_pat
         resumed.metrics[-1]["val_dice"], abs=1e-5
     )  # the log holds the run's value
     assert (tmp_path / "resumed" / "metrics.png").stat().st_size > 1000
+    # another CPU thread count is how the run executes, not what it learns: resuming with it is allowed
+    from dataclasses import replace
+
+    other_threads = replace(config, num_threads=(config.num_threads or 1) + 1)
+    assert train(other_threads, tiny_dataset, tmp_path / "resumed", cache_dir=cache, show_progress=False).finished
     # a checkpoint from other settings is refused rather than silently mixed
     with pytest.raises(InputError, match="other settings"):
         train(tiny_config(strategy="totalseg", seed=4), tiny_dataset, tmp_path / "resumed", cache_dir=cache, show_progress=False)

@@ -86,11 +86,12 @@ IMPLANT_SEEDS = (101, 102)
 
 
 def implanted_scores(ct, model: str) -> dict:
-    """Sensitivity and Dice of ``model`` on nodes implanted into ``ct`` (seeds :data:`IMPLANT_SEEDS`)."""
+    """Sensitivity and Dice of ``model`` on nodes implanted into ``ct`` (seeds :data:`IMPLANT_SEEDS`),
+    overall and for nodes of at least 10 mm short axis (the RECIST size of a pathological node)."""
     from LymphNodeQuantLib.inference import segment_volume
     from LymphNodeQuantLib.training.implant import implant_nodes
 
-    found, total, overlap, sizes = 0, 0, 0, 0
+    found, total, found_large, total_large, overlap, sizes = 0, 0, 0, 0, 0, 0
     for seed in IMPLANT_SEEDS:
         implanted = implant_nodes(ct, seed=seed, n_nodes=8)
         truth = implanted.labels.array
@@ -99,14 +100,20 @@ def implanted_scores(ct, model: str) -> dict:
         predicted = segment_volume(implanted.ct, model, "cpu").labels.array
         touching = np.unique(predicted[(truth > 0) & (predicted > 0)])
         matched = np.isin(predicted, touching[touching > 0])
-        found += len(np.unique(truth[(truth > 0) & (predicted > 0)]))
+        hit = set(np.unique(truth[(truth > 0) & (predicted > 0)]).tolist())
+        large = [node.label for node in implanted.nodes if node.nominal_short_axis_mm >= 10.0]
+        found += len(hit)
         total += len(implanted.nodes)
+        found_large += len(hit.intersection(large))
+        total_large += len(large)
         overlap += int(np.count_nonzero(matched & (truth > 0)))
         sizes += int(np.count_nonzero(matched)) + int(np.count_nonzero(truth))
     return {
         "implanted": total,
         "found": found,
         "sensitivity": found / total if total else float("nan"),
+        "implanted_10mm": total_large,
+        "found_10mm": found_large,
         "dice": 2 * overlap / sizes if sizes else float("nan"),
     }
 
@@ -177,7 +184,9 @@ def evaluate_ct(name: str, args, packaged: str) -> dict:
             )
         print(name, key, row[key], flush=True)
     row["implanted"] = implanted_scores(ct, fold_model) if anatomy.has_mediastinum else None
-    print(name, "implanted", row["implanted"], flush=True)
+    # the packaged model trained on this scan's anatomy with other implants: learning vs generalising
+    row["implanted_seen"] = implanted_scores(ct, packaged) if anatomy.has_mediastinum else None
+    print(name, "implanted", row["implanted"], "packaged", row["implanted_seen"], flush=True)
     return row
 
 
@@ -185,8 +194,11 @@ def export_fold(work_dir: Path, fold: str) -> Path:
     from LymphNodeQuantLib.training.export import export_model
 
     folder = fold_dir(work_dir, fold) / "model"
-    if not (folder / "model.json").exists():
-        export_model(fold_dir(work_dir, fold) / "training-finetune", folder, name=f"lnq-chest-unet-fold-{fold}", overwrite=True)
+    checkpoint = fold_dir(work_dir, fold) / "training-finetune" / "checkpoint_final.pt"
+    card = folder / "model.json"
+    # exported again whenever the fold was retrained, so a stale fold model is never scored
+    if not card.exists() or card.stat().st_mtime < checkpoint.stat().st_mtime:
+        export_model(checkpoint.parent, folder, name=f"lnq-chest-unet-fold-{fold}", overwrite=True)
     return folder
 
 
@@ -228,11 +240,27 @@ def write_model_card_summary(rows: list[dict]) -> None:
         f"{', '.join(str(certainly_wrong_total(r['packaged_raw'])) for r in chest)}, against "
         f"{', '.join(str(certainly_wrong_total(r['phantom_only_raw'])) for r in chest)} for the phantom-only model 1.0.0.\n"
         f"- Nodes implanted into real scans the model never trained on (leave-CT-out fold models): sensitivity "
-        f"{found / total:.2f} ({found}/{total}), Dice {min(r['implanted']['dice'] for r in scored):.2f}-"
-        f"{max(r['implanted']['dice'] for r in scored):.2f}. **The model misses most nodes on real CT it has not seen**: "
-        "its outlines on patients' scans must not be trusted without checking every one.\n"
+        f"{found / total:.2f} ({found}/{total}; {_pooled_large(scored)} for nodes of 10 mm or more), Dice "
+        f"{min(r['implanted']['dice'] for r in scored):.2f}-{max(r['implanted']['dice'] for r in scored):.2f}. "
+        + _verdict(found / total)
+        + "\n"
     )
     update_section("real_ct", text, MODEL_FOLDER / "MODEL_CARD.md")
+
+
+def _verdict(sensitivity: float) -> str:
+    """The model card's plain-words reading of the held-out sensitivity."""
+    if sensitivity >= 0.9:
+        return "On implanted nodes it meets the target (0.9); real, annotated patient CT is still unvalidated."
+    if sensitivity >= 0.5:
+        return (
+            "**It misses a substantial share of nodes on real CT it has not seen**: check every outline, and look for "
+            "the nodes it did not draw."
+        )
+    return (
+        "**The model misses most nodes on real CT it has not seen**: its outlines on patients' scans must not be "
+        "trusted without checking every one."
+    )
 
 
 #: network sizes timed to choose the packaged one: features per stage (the packaged model's first)
@@ -301,6 +329,21 @@ def _wrong(counts: dict) -> str:
     return f"{counts['nodes']} / **{certainly_wrong_total(counts)}** ({counts['above_200_hu']}, {counts['in_air_or_lung']}, {counts['outside_mediastinum']})"
 
 
+def _large(scores: dict) -> str:
+    if not scores.get("implanted_10mm"):
+        return "-"
+    return f"{scores['found_10mm'] / scores['implanted_10mm']:.2f} ({scores['found_10mm']}/{scores['implanted_10mm']})"
+
+
+def _pooled_large(scored: list[dict]) -> str:
+    return _large(
+        {
+            "found_10mm": sum(r["implanted"]["found_10mm"] for r in scored),
+            "implanted_10mm": sum(r["implanted"]["implanted_10mm"] for r in scored),
+        }
+    )
+
+
 def write_section(rows: list[dict], speed: dict, git_at_start: str | None = None) -> None:
     from benchmarks.results_md import format_times, machine_description, update_section
     from LymphNodeQuantLib.models.model_folder import load_model_card
@@ -354,19 +397,28 @@ def write_section(rows: list[dict], speed: dict, git_at_start: str | None = None
             "prediction, Dice = implanted nodes vs the predicted nodes touching them (the scan's own, unlabelled nodes are not "
             "counted against it):",
             "",
-            "| real CT | fold | implanted nodes | found | sensitivity | Dice |",
-            "|---|---|---|---|---|---|",
+            "| real CT | fold | implanted nodes | found | sensitivity | sensitivity, short axis >= 10 mm | Dice | "
+            "packaged model (trained on this scan with other implants): sensitivity / Dice |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         + [
             f"| {r['ct']} | {r['fold']} | {r['implanted']['implanted']} | {r['implanted']['found']} | "
-            f"{r['implanted']['sensitivity']:.2f} | {r['implanted']['dice']:.3f} |"
+            f"{r['implanted']['sensitivity']:.2f} | {_large(r['implanted'])} | {r['implanted']['dice']:.3f} | "
+            f"{r['implanted_seen']['sensitivity']:.2f} / {r['implanted_seen']['dice']:.3f} |"
             for r in scored
         ]
         + [
             "",
+            "Implants are placed as in training (`LymphNodeQuantLib.training.implant`: centres at least 10 mm inside the "
+            "mediastinum, 75% in its upper two thirds, beside the airways and great vessels as the IASLC stations are), with "
+            "seeds never used in training. The last column separates learning from generalising: the packaged model saw these "
+            "scans' anatomy (with other implanted nodes) in training; the fold models never saw the scan at all.",
+        ]
+        + [
+            "",
             f"Summary: at most **{worst}** certainly-wrong node(s) per real chest CT with the packaged model (target <= 3); "
-            f"implanted-node sensitivity **{found / total:.2f}** pooled over held-out scans (target >= 0.9), Dice "
-            f"{dice_list} (target >= 0.7).",
+            f"implanted-node sensitivity **{found / total:.2f}** pooled over held-out scans (target >= 0.9; "
+            f"{_pooled_large(scored)} for nodes of 10 mm or more), Dice {dice_list} (target >= 0.7).",
             "",
             f"Speed on {speed['ct']} (512 x 512 x 133), CPU, every method pinned to {speed['threads']} threads, "
             f"{speed['repeats']} interleaved rounds of fresh processes, times median (min-max) in s (1-minute load average "

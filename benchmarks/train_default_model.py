@@ -36,7 +36,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 MODEL_NAME = "lnq-chest-unet"
-MODEL_VERSION = "2.0.0"
+MODEL_VERSION = "2.1.0"
 MODEL_FOLDER = REPO_ROOT / "LymphNodeQuant" / "Resources" / "Models" / MODEL_NAME
 PRETRAINED_FOLDER = REPO_ROOT / "benchmarks" / "pretrained" / "lnq-phantom-unet"
 REAL_DATA = REPO_ROOT.parent / "shared" / "data" / "real"
@@ -214,6 +214,8 @@ def _stage_rows(stages) -> list[dict]:
             "config": config.to_dict(),
             "iterations": config.total_iterations,
             "final_validation_at_model_spacing": {key: run.metrics[-1].get(key) for key in ("val_dice", "val_assd_mm")},
+            # the epochs' own wall time (optimisation + validation), whatever invocation ran them
+            "training_minutes": round(sum(float(m.get("seconds") or 0.0) for m in run.metrics) / 60.0, 1),
         }
         for index, (config, run) in enumerate(stages)
     ]
@@ -249,7 +251,8 @@ def main(argv=None) -> int:
             "stages 1-2: synthetic chest CT phantoms (LymphNodeQuantLib.synthetic) with partial labels and "
             "TotalSegmentator-format anatomy maps; stages 3-4: real chest CTs (LIDC-IDRI-0001, -0002, -0314, CIP chest, "
             "TotalSegmentator example CTs) with synthetic nodes implanted into their mediastinal fat "
-            "(LymphNodeQuantLib.training.implant), mixed with phantoms. No patient annotation was used: the real "
+            "where the IASLC stations are (LymphNodeQuantLib.training.implant: centres at least 10 mm inside the mediastinum, "
+            "75% in its upper two thirds beside the airways and great vessels), mixed with phantoms. No patient annotation was used: the real "
             "scans' own lymph nodes are unlabelled and left out of the loss (strategy 'anatomy')."
         ),
         "trained_on_real_patient_data": "real CT anatomy as background only (no patient labels)",
@@ -319,14 +322,17 @@ STAGE_START = {
 def stage_table(card: dict) -> list[str]:
     """Markdown rows: one per training stage (RESULTS.md and the model card)."""
     rows = [
-        "| stage | data (strategy) | iterations | learning rate | seed | starts from | validation Dice at model spacing |",
-        "|---|---|---|---|---|---|---|",
+        "| stage | data (strategy) | iterations | learning rate | seed | starts from | validation Dice at model spacing | "
+        "time (min) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for stage in card["training"]["stages"]:
         number, validation = stage["stage"], stage["final_validation_at_model_spacing"]["val_dice"]
+        minutes = stage.get("training_minutes")
         rows.append(
             f"| {number} | {STAGE_DATA.get(number, '')} | {stage['iterations']} | {stage['config']['learning_rate']} | "
-            f"{stage['config']['seed']} | {STAGE_START.get(number, '')} | {validation:.3f} |"
+            f"{stage['config']['seed']} | {STAGE_START.get(number, '')} | {validation:.3f} | "
+            f"{'' if minutes is None else minutes} |"
         )
     return rows
 
@@ -343,9 +349,9 @@ def write_results_section(folder: Path, metrics: dict, train_seconds: float) -> 
             "",
             f"Machine: {machine_description()}.  ",
             f"Command: `{COMMAND}` (from the repository root); the invocation that wrote this took {train_seconds / 60:.0f} min "
-            "of wall time for data, preprocessing and stages 3-4 (a run resumed after an interruption counts only its own part; "
-            "stage 3 alone is about 45 min on 2 cores). Stages 1-2 come from `benchmarks/pretrained/lnq-phantom-unet`, whose "
-            "own run took 31 min; `--from-scratch` reruns them.",
+            "of wall time (a run that resumes finished stages only exports and scores). Time per stage below = the sum of its "
+            "epochs' wall time, whichever invocation ran them, on the machine above (shared: other work on its 2 cores slows it). "
+            "Stages 1-2 come from `benchmarks/pretrained/lnq-phantom-unet` (31 min on 2 cores); `--from-scratch` reruns them.",
             "",
         ]
         + stage_table(card)

@@ -250,7 +250,7 @@ def default_model_real_config(initial_weights: str, seed: int = 2026) -> Trainin
         default_model_config(),
         strategy="anatomy",
         learning_rate=3e-3,
-        epochs=40,
+        epochs=20,
         validate_every=10,
         seed=seed,
         initial_weights=str(initial_weights),
@@ -263,7 +263,7 @@ def default_model_real_finetune_config(initial_weights: str) -> TrainingConfig:
     slowly next to the phantoms' easy ones."""
     from dataclasses import replace
 
-    return replace(default_model_real_config(initial_weights, seed=2027), learning_rate=1e-3, epochs=15, foreground_fraction=0.7)
+    return replace(default_model_real_config(initial_weights, seed=2027), learning_rate=1e-3, epochs=10, foreground_fraction=0.7)
 
 
 def default_model_real_dataset() -> dict:

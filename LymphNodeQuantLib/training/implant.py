@@ -3,15 +3,20 @@
 Real CTs with no node labels become training and test material: each implanted node is an
 irregular, craniocaudally elongated ellipsoid (short axis 5-35 mm by default, sometimes in a
 touching cluster) placed in mediastinal fat found from the CT itself
-(:func:`LymphNodeQuantLib.anatomy.find_chest_anatomy`). Its voxels get
+(:func:`LymphNodeQuantLib.anatomy.find_chest_anatomy`), where the IASLC stations put nodes: centres
+at least :data:`MIN_CENTRE_DEPTH_MM` inside the mediastinum (not against the chest wall, the lungs'
+edge or the diaphragm), and :data:`UPPER_STATIONS_SHARE` of them in the upper two thirds of the
+mediastinum (paratracheal, aortopulmonary, para-aortic, subcarinal and hilar stations 2-7 and 10,
+where most nodes are), the rest anywhere in its fat (stations 3, 8 and paracardiac). Its voxels get
 
     new = (1 - occupancy) * ct + occupancy * (node_hu + residual)
 
 where ``occupancy`` is the sub-voxel fraction of the voxel inside the node (supersampled over the
 voxel's whole extent, so thick slices get the partial volume they would have), ``node_hu`` is a
 soft-tissue attenuation (20-70 HU) with a smooth internal texture, and ``residual`` is the scan's
-own noise at that place (the CT minus its local mean), so the node carries the noise texture of
-the scan around it. Voxels that are air/lung (< -400 HU) or bone/dense contrast (> 150 HU) are
+own noise at that place (the CT minus its 3x3x3 median, clipped at 2.5 robust SDs of the noise in
+the fat there, so the edges of vessels beside the node are not copied into it), so the node
+carries the noise texture of the scan around it. Voxels that are air/lung (< -400 HU) or bone/dense contrast (> 150 HU) are
 never changed, and at least 60% of a node lies over fat: a node that would cover much lung,
 bone or organ is placed elsewhere. The label is
 ``occupancy >= 0.5``. Real, unlabelled nodes already in the scan stay unlabelled: exactly the
@@ -33,13 +38,15 @@ from ..geometry import Volume
 from ..synthetic import _random_rotation_long_axis_up
 
 #: bumped whenever placement or blending changes, so datasets written by older code are rewritten
-IMPLANT_VERSION = 2
+IMPLANT_VERSION = 4
 FAT_HU = (-160.0, -30.0)
 FORBIDDEN_LOW_HU = AIR_THRESHOLD_HU  # air and lung
 FORBIDDEN_HIGH_HU = 150.0  # bone, calcium, contrast-filled lumen
 MAX_FORBIDDEN_FRACTION = 0.15
 MIN_FAT_SHARE = 0.6  # share of the node over (locally) fat: it displaces fat, abutting organs at most
 NODE_HU_RANGE = (20.0, 70.0)
+MIN_CENTRE_DEPTH_MM = 10.0
+UPPER_STATIONS_SHARE = 0.75
 
 
 @dataclass
@@ -107,14 +114,31 @@ def node_occupancy(
     return tuple(slice(int(a), int(b)) for a, b in zip(low, high)), occupancy
 
 
-def candidate_centres(ct: Volume, anatomy: ChestAnatomy) -> np.ndarray:
-    """Full-resolution (z, y, x) indices of coarse voxels in mediastinal fat (local mean in :data:`FAT_HU`)."""
+def candidate_centres(ct: Volume, anatomy: ChestAnatomy, min_depth_mm: float = 0.0) -> np.ndarray:
+    """Full-resolution (z, y, x) indices of coarse voxels in mediastinal fat (local mean in :data:`FAT_HU`)
+    at least ``min_depth_mm`` inside the mediastinum."""
     step = np.asarray(anatomy.step_zyx)
     coarse = np.asarray(ct.array[:: step[0], :: step[1], :: step[2]], dtype=np.float32)
     local_mean = ndimage.uniform_filter(np.maximum(coarse, -1024.0), size=3)
     lungs_near = ndimage.binary_dilation(anatomy.lungs, iterations=1)
     fat = (local_mean >= FAT_HU[0]) & (local_mean <= FAT_HU[1]) & anatomy.mediastinum & ~lungs_near
+    if min_depth_mm > 0:
+        coarse_spacing_mm = np.asarray(ct.geometry.spacing_zyx_mm, dtype=float) * step
+        fat &= ndimage.distance_transform_edt(anatomy.mediastinum, sampling=coarse_spacing_mm) >= min_depth_mm
     return np.argwhere(fat) * step
+
+
+def in_upper_mediastinum(centres_zyx: np.ndarray, ct: Volume, anatomy: ChestAnatomy) -> np.ndarray:
+    """Per centre (full-resolution indices): whether it lies in the upper two thirds of the mediastinum's height."""
+    spacing = np.asarray(ct.geometry.spacing_zyx_mm, dtype=float)
+    # mm towards the head per index step along (z, y, x): the S row of the LPS direction, columns in (x, y, z) order
+    superior_mm = np.asarray(ct.geometry.direction_lps, dtype=float)[2, ::-1] * spacing
+    inside = np.argwhere(anatomy.mediastinum) * np.asarray(anatomy.step_zyx)
+    if not inside.size:
+        return np.zeros(len(centres_zyx), bool)
+    heights = inside @ superior_mm
+    low, high = float(heights.min()), float(heights.max())
+    return np.asarray(centres_zyx, dtype=float) @ superior_mm >= low + (high - low) / 3.0
 
 
 def _draw_node(rng: np.random.Generator, short_axis_range_mm: tuple[float, float]):
@@ -141,7 +165,10 @@ def implant_nodes(
     original = np.asarray(ct.array, dtype=np.float32)
     hu = original.copy()
     labels = np.zeros(ct.geometry.shape_zyx, np.uint16)
-    centres = candidate_centres(ct, anatomy)
+    centres = candidate_centres(ct, anatomy, MIN_CENTRE_DEPTH_MM)
+    if not centres.size:  # a thin mediastinum (coarse or cropped scan): any mediastinal fat
+        centres = candidate_centres(ct, anatomy)
+    upper = np.flatnonzero(in_upper_mediastinum(centres, ct, anatomy))
     nodes: list[ImplantedNode] = []
     partner: Optional[tuple[np.ndarray, np.ndarray, int]] = None  # (centre, semi axes, cluster) to touch
     attempts = 0
@@ -155,7 +182,8 @@ def implant_nodes(
             cluster = partner[2]
         else:
             jitter = rng.uniform(-0.5, 0.5, 3) * np.asarray(anatomy.step_zyx)
-            centre = (centres[rng.integers(len(centres))] + jitter) * spacing
+            pool = upper if (upper.size and rng.random() < UPPER_STATIONS_SHARE) else np.arange(len(centres))
+            centre = (centres[pool[rng.integers(len(pool))]] + jitter) * spacing
             cluster = 1 + max((n.cluster for n in nodes), default=0)
         placed = _place(
             hu,
@@ -201,10 +229,23 @@ def _place(hu, original, labels, spacing, centre, semi, rotation, bumps, rng, la
     mean_hu = float(rng.uniform(*NODE_HU_RANGE))
     texture = ndimage.gaussian_filter(rng.normal(0.0, 1.0, occupancy.shape), sigma=1.5 / spacing)
     node_hu = mean_hu + 6.0 * texture / max(float(texture.std()), 1e-6)
-    residual = np.clip(background - local_mean, -150.0, 150.0)  # the scan's own noise here
+    residual = _noise_residual(background, local_mean)
     mask = (occupancy >= 0.5) & (labels[box] == 0)
     if not mask.any():
         return None
     hu[box] = (1.0 - occupancy) * hu[box] + occupancy * (node_hu + residual)
     labels[box][mask] = label
     return mean_hu, int(mask.sum())
+
+
+def _noise_residual(background: np.ndarray, local_mean: np.ndarray) -> np.ndarray:
+    """The scan's own noise around a node, without the structures beside it.
+
+    CT minus its 3x3x3 median (a median keeps the edges of vessels and airways, so the difference
+    is noise, not structure), clipped at 2.5 robust SDs of the noise in the fat here.
+    """
+    residual = background - ndimage.median_filter(background, size=3, mode="nearest")
+    fat = (local_mean >= FAT_HU[0]) & (local_mean <= FAT_HU[1])
+    noise_sd = 1.4826 * float(np.median(np.abs(residual[fat]))) if np.count_nonzero(fat) >= 20 else 20.0
+    limit = 2.5 * max(noise_sd, 5.0)
+    return np.clip(residual, -limit, limit)

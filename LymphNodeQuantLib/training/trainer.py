@@ -282,6 +282,12 @@ def _prepare_data(config, dataset_dir, cache_dir, totalseg_dir, context, main_lo
     return training_cases, validation_cases, sampler, augmenter
 
 
+def _settings_that_shape_the_result(config: TrainingConfig) -> dict:
+    settings = config.to_dict()
+    settings.pop("num_threads", None)
+    return settings
+
+
 def _start_run(config, context, latest: Path, resume: bool, main_log) -> _Run:
     """Model, optimiser, poly schedule and AMP scaler, resumed from ``latest`` or initialised (optionally from weights)."""
     device = context.device
@@ -293,8 +299,9 @@ def _start_run(config, context, latest: Path, resume: bool, main_log) -> _Run:
     run = _Run(model, model, optimizer, scheduler, torch.amp.GradScaler("cuda", enabled=use_amp), use_amp)
     if resume and latest.exists():
         state = torch.load(latest, map_location=device, weights_only=False)
-        # through from_dict, so a checkpoint written before a setting existed compares with its default
-        if TrainingConfig.from_dict(state["config"]).to_dict() != config.to_dict():
+        # through from_dict, so a checkpoint written before a setting existed compares with its default;
+        # the CPU thread count is how a run executes, not what it learns, so a resume may change it
+        if _settings_that_shape_the_result(TrainingConfig.from_dict(state["config"])) != _settings_that_shape_the_result(config):
             raise InputError(f"'{latest}' was written with other settings; use a new output folder or --no-resume.")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
