@@ -16,10 +16,9 @@ voxel's whole extent, so thick slices get the partial volume they would have), `
 soft-tissue attenuation (20-70 HU) with a smooth internal texture, and ``residual`` is the scan's
 own noise at that place (the CT minus its 3x3x3 median, clipped at 2.5 robust SDs of the noise in
 the fat there, so the edges of vessels beside the node are not copied into it), so the node
-carries the noise texture of the scan around it. Voxels that are air/lung (< -400 HU) or bone/dense contrast (> 150 HU) are
-never changed, and at least 60% of a node lies over fat: a node that would cover much lung,
-bone or organ is placed elsewhere. The label is
-``occupancy >= 0.5``. Real, unlabelled nodes already in the scan stay unlabelled: exactly the
+carries the noise texture of the scan around it. Voxels that are air/lung (< -400 HU) or
+bone/dense contrast (> 150 HU) are never changed, and at least 60% of a node lies over fat: a node
+that would cover much lung, bone or organ is placed elsewhere. The label is ``occupancy >= 0.5``. Real, unlabelled nodes already in the scan stay unlabelled: exactly the
 LNQ2023 partial-label setting.
 
 Arrays are (z, y, x); positions in mm from voxel 0's centre along the array axes.
