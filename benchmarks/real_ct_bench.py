@@ -230,8 +230,7 @@ def write_model_card_summary(rows: list[dict]) -> None:
     """The real-CT paragraph of the packaged model's MODEL_CARD.md (between its real_ct markers)."""
     from benchmarks.results_md import update_section
 
-    scored = [r for r in rows if r["implanted"] and r["implanted"]["implanted"]]
-    found, total = sum(r["implanted"]["found"] for r in scored), sum(r["implanted"]["implanted"] for r in scored)
+    scored, found, total = pooled_implanted(rows)
     chest = [r for r in rows if r["has_mediastinum"]]
     text = (
         '### Real chest CT (`benchmarks/real_ct_bench.py`, section "Real chest CT" of `benchmarks/RESULTS.md`)\n\n'
@@ -329,6 +328,12 @@ def _wrong(counts: dict) -> str:
     return f"{counts['nodes']} / **{certainly_wrong_total(counts)}** ({counts['above_200_hu']}, {counts['in_air_or_lung']}, {counts['outside_mediastinum']})"
 
 
+def pooled_implanted(rows: list[dict]) -> tuple[list[dict], int, int]:
+    """(rows scored on implanted nodes, nodes found, nodes implanted) pooled over those rows."""
+    scored = [r for r in rows if r["implanted"] and r["implanted"]["implanted"]]
+    return scored, sum(r["implanted"]["found"] for r in scored), sum(r["implanted"]["implanted"] for r in scored)
+
+
 def _large(scores: dict) -> str:
     if not scores.get("implanted_10mm"):
         return "-"
@@ -350,9 +355,7 @@ def write_section(rows: list[dict], speed: dict, git_at_start: str | None = None
 
     card = load_model_card(MODEL_FOLDER)
     chest = [r for r in rows if r["has_mediastinum"]]
-    scored = [r for r in chest if r["implanted"] and r["implanted"]["implanted"]]
-    found = sum(r["implanted"]["found"] for r in scored)
-    total = sum(r["implanted"]["implanted"] for r in scored)
+    scored, found, total = pooled_implanted(chest)
     worst = max(certainly_wrong_total(r["packaged"]) for r in chest)
     dice_list = ", ".join(f"{r['implanted']['dice']:.2f} ({r['ct']})" for r in scored)
     lines = (
